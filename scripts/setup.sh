@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs everything vnet-cni needs on a fresh Debian 12 machine (run as root):
+# the Debian packages, a virtualenv in .venv, and vnet-cni itself with its test extras.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(python3 python3-venv python3-dev gcc libc6-dev iproute2 iptables tcpdump bridge-utils
+          iputils-ping containernetworking-plugins podman runc busybox-static)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    echo "setup: installing Debian packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [ ! -x .venv/bin/python ]; then
+    echo "setup: creating virtualenv .venv"
+    /usr/bin/python3 -m venv .venv
+fi
+echo "setup: installing vnet-cni into .venv"
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+echo "setup: done"

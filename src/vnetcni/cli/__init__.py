@@ -1,0 +1,1 @@
+"""vnetctl, the operator's CLI."""

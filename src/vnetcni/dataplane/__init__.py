@@ -1,0 +1,1 @@
+"""The dataplane: links, addresses and routes on the node and in pod namespaces (netlink)."""

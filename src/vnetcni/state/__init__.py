@@ -1,0 +1,1 @@
+"""Durable node state: versioned JSON documents written atomically under a kernel lock."""

@@ -1,0 +1,150 @@
+"""A versioned JSON document on disk, changed only under a kernel flock.
+
+Writes go to a temporary file that is fsynced and renamed over the old one, then the directory
+is fsynced: a reader sees the old document or the new one, never half of either. An empty
+(or whitespace-only) file is an empty document. An unreadable one (NUL bytes, bad JSON, another
+schema) is moved aside to `<name>.corrupt-<time>` (never deleted) and CorruptState is raised, so
+the caller fails safe with a clear error instead of handing out addresses twice.
+The lock is a separate `<name>.lock` file held with flock(2): released by the kernel when the
+holder dies, so a crashed plugin can never leave a node blocked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import fcntl
+import json
+import os
+import time
+from typing import Callable, Iterator
+
+from ..cni.errors import CNIError, IO_FAILURE, STATE_CORRUPT
+
+
+class CorruptState(CNIError):
+    def __init__(self, path: str, moved_to: str, why: str) -> None:
+        super().__init__(
+            STATE_CORRUPT,
+            f"state file {path} was unreadable ({why}); it was moved aside to {moved_to}",
+            "the node's state must be rebuilt before more addresses are handed out "
+            "(see `vnetctl ipam --rebuild`)",
+        )
+        self.path = path
+        self.moved_to = moved_to
+
+
+def fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str, data: bytes, mode: int = 0o600) -> None:
+    directory = os.path.dirname(path) or "."
+    tmp = f"{path}.tmp-{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        view = memoryview(data)
+        while view:
+            n = os.write(fd, view)
+            view = view[n:]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.rename(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(directory)
+
+
+class DurableDocument:
+    """One JSON document with a `kind` and a `schemaVersion`."""
+
+    def __init__(self, path: str, kind: str, schema_version: int,
+                 empty: Callable[[], dict]) -> None:
+        self.path = path
+        self.kind = kind
+        self.schema_version = schema_version
+        self._empty = empty
+
+    @property
+    def lock_path(self) -> str:
+        return self.path + ".lock"
+
+    def _new(self) -> dict:
+        doc = self._empty()
+        doc["kind"] = self.kind
+        doc["schemaVersion"] = self.schema_version
+        return doc
+
+    def _move_aside(self, why: str) -> None:
+        moved = f"{self.path}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
+        os.rename(self.path, moved)
+        with contextlib.suppress(OSError):
+            fsync_dir(os.path.dirname(self.path) or ".")
+        raise CorruptState(self.path, moved, why)
+
+    def _parse(self, raw: bytes) -> dict:
+        if not raw.strip():
+            return self._new()
+        if b"\x00" in raw:
+            self._move_aside("it holds NUL bytes")
+        try:
+            doc = json.loads(raw)
+        except (ValueError, RecursionError):
+            self._move_aside("it is not valid JSON")
+        if not isinstance(doc, dict) or doc.get("kind") != self.kind:
+            self._move_aside(f"it is not a {self.kind} document")
+        if doc.get("schemaVersion") != self.schema_version:
+            self._move_aside(f"schema version {doc.get('schemaVersion')!r}, expected {self.schema_version}")
+        return doc
+
+    def read(self) -> dict:
+        """The current document (a lock-free snapshot: renames are atomic)."""
+        try:
+            with open(self.path, "rb") as f:
+                raw = f.read()
+        except FileNotFoundError:
+            return self._new()
+        except OSError as exc:
+            raise CNIError(IO_FAILURE, f"cannot read {self.path}: {exc.strerror}") from None
+        return self._parse(raw)
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        directory = os.path.dirname(self.path) or "."
+        try:
+            os.makedirs(directory, mode=0o755, exist_ok=True)
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise CNIError(IO_FAILURE, f"cannot open lock {self.lock_path}: {exc.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing releases the flock
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[dict]:
+        """Read-modify-write under the lock; written only if the body changed the document."""
+        with self.locked():
+            doc = self.read()
+            before = copy.deepcopy(doc)
+            yield doc
+            if doc != before:
+                self.write_unlocked(doc)
+
+    def write_unlocked(self, doc: dict) -> None:
+        doc["kind"] = self.kind
+        doc["schemaVersion"] = self.schema_version
+        data = (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode()
+        try:
+            atomic_write(self.path, data)
+        except OSError as exc:
+            raise CNIError(IO_FAILURE, f"cannot write {self.path}: {exc.strerror}") from None

@@ -1,0 +1,96 @@
+"""What a test run may leave behind, and how to sweep it.
+
+Every object a test creates is named with the `vnt` prefix (namespaces, links, iptables chains,
+state directories), so a leftover is recognisable and a run can prove it left nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+PREFIX = "vnt"
+
+
+def netns_names() -> set[str]:
+    try:
+        return set(os.listdir("/run/netns"))
+    except FileNotFoundError:
+        return set()
+
+
+def root_links() -> set[str]:
+    return set(os.listdir("/sys/class/net"))
+
+
+def iptables_chains() -> set[str]:
+    chains: set[str] = set()
+    for tool in ("iptables-save", "ip6tables-save"):
+        try:
+            out = subprocess.run([tool], capture_output=True, text=True, timeout=30).stdout
+        except (FileNotFoundError, subprocess.TimeoutExpired):
+            continue
+        table = ""
+        for line in out.splitlines():
+            if line.startswith("*"):
+                table = line[1:]
+            elif line.startswith(":"):
+                chains.add(f"{tool[:-5]}:{table}:{line[1:].split()[0]}")
+    return chains
+
+
+def child_processes() -> set[int]:
+    """Live descendants of this process (zombies excluded)."""
+    me = os.getpid()
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        rest = stat.rsplit(")", 1)[1].split()
+        if rest[0] == "Z":
+            continue
+        parents[int(entry)] = int(rest[1])
+    out: set[int] = set()
+    frontier = {me}
+    while frontier:
+        nxt = {pid for pid, ppid in parents.items() if ppid in frontier and pid not in out}
+        out |= nxt
+        frontier = nxt
+    return out
+
+
+def snapshot() -> dict[str, set]:
+    return {
+        "network namespaces": netns_names(),
+        "links in the root namespace": root_links(),
+        "iptables chains": iptables_chains(),
+    }
+
+
+def leftovers(before: dict[str, set]) -> dict[str, set]:
+    after = snapshot()
+    out = {k: after[k] - before.get(k, set()) for k in after}
+    out["processes"] = child_processes()
+    return {k: v for k, v in out.items() if v}
+
+
+def sweep() -> None:
+    """Remove every test object (by prefix): namespaces, root links."""
+    for name in netns_names():
+        if name.startswith(PREFIX):
+            subprocess.run(["ip", "netns", "pids", name], capture_output=True)
+            pids = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True).stdout.split()
+            for pid in pids:
+                try:
+                    os.kill(int(pid), 9)
+                except (ProcessLookupError, ValueError):
+                    pass
+            subprocess.run(["ip", "netns", "del", name], capture_output=True)
+    for link in root_links():
+        if link.startswith(PREFIX):
+            subprocess.run(["ip", "link", "del", link], capture_output=True)
