@@ -62,7 +62,7 @@ def require_tool(path: str) -> str:
 
 
 def _unique(kind: str) -> str:
-    return f"{resources.PREFIX}{kind}{uuid.uuid4().hex[:6]}"
+    return f"{resources.OWNER}{kind}{uuid.uuid4().hex[:4]}"
 
 
 class Namespaces:
@@ -121,3 +121,15 @@ def state_dir(tmp_path):
     d = tmp_path / "state"
     d.mkdir()
     return str(d)
+
+
+@pytest.fixture(scope="session")
+def cni_bin(tmp_path_factory):
+    """vnet and vnet-ipam installed as on a node (`vnetctl install`), next to the reference plugins."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    from vnetcni.plugins.install import install
+
+    bin_dir = tmp_path_factory.mktemp("cnibin")
+    install(str(bin_dir))
+    return str(bin_dir)

@@ -1,15 +1,27 @@
 """What a test run may leave behind, and how to sweep it.
 
-Every object a test creates is named with the `vnt` prefix (namespaces, links, iptables chains,
-state directories), so a leftover is recognisable and a run can prove it left nothing.
+Every object a test creates is named with the `vnt` prefix followed by the pid of the pytest
+process that made it (`vnt<pid>…`), so a leftover is recognisable, a run can prove it left
+nothing, and two test sessions on one machine never sweep each other's objects.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 
 PREFIX = "vnt"
+OWNER = f"{PREFIX}{os.getpid()}"  # prefix of every object this session creates
+_OWNER_RE = re.compile(r"vnt(\d+)")
+
+
+def owner_alive_elsewhere(name: str) -> bool:
+    """True if the name carries the pid of another live process (a concurrent test session)."""
+    m = _OWNER_RE.search(name)
+    if not m or int(m.group(1)) == os.getpid():
+        return False
+    return os.path.exists(f"/proc/{m.group(1)}")
 
 
 def netns_names() -> set[str]:
@@ -74,16 +86,19 @@ def snapshot() -> dict[str, set]:
 
 def leftovers(before: dict[str, set]) -> dict[str, set]:
     after = snapshot()
-    out = {k: after[k] - before.get(k, set()) for k in after}
+    out = {k: {x for x in after[k] - before.get(k, set()) if not owner_alive_elsewhere(x)} for k in after}
     out["processes"] = child_processes()
     return {k: v for k, v in out.items() if v}
 
 
+def _ours(name: str) -> bool:
+    return PREFIX in name and not owner_alive_elsewhere(name)
+
+
 def sweep() -> None:
-    """Remove every test object (by prefix): namespaces, root links."""
+    """Remove test objects of this session or of dead ones: namespaces, root links."""
     for name in netns_names():
-        if name.startswith(PREFIX):
-            subprocess.run(["ip", "netns", "pids", name], capture_output=True)
+        if _ours(name):
             pids = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True).stdout.split()
             for pid in pids:
                 try:
@@ -92,5 +107,5 @@ def sweep() -> None:
                     pass
             subprocess.run(["ip", "netns", "del", name], capture_output=True)
     for link in root_links():
-        if link.startswith(PREFIX):
+        if _ours(link):
             subprocess.run(["ip", "link", "del", link], capture_output=True)

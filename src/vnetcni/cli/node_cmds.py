@@ -1,0 +1,74 @@
+"""vnetctl install and vnetctl endpoints: putting vnet-cni on a node, and what it recorded."""
+
+from __future__ import annotations
+
+import json
+from typing import Optional
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    app.command("install")(install)
+    app.command("endpoints")(endpoints)
+
+
+def install(
+    cni_bin_dir: str = typer.Option(..., "--cni-bin-dir", help="Where the runtime looks for plugins (e.g. /opt/cni/bin)."),
+    cni_conf_dir: Optional[str] = typer.Option(None, "--cni-conf-dir", help="Also write a conflist here (vnet + reference portmap)."),
+    state_dir: str = typer.Option("/var/run/vnet", "--state-dir", help="stateDir written into the conflist."),
+    bridge: str = typer.Option("azure0", "--bridge", help="Bridge name written into the conflist."),
+    metadata_url: str = typer.Option("", "--metadata-url", help="metadataUrl for vnet-ipam (default: the platform's)."),
+    metadata_file: str = typer.Option("", "--metadata-file", help="metadataFile for vnet-ipam, for nodes without a metadata service."),
+    uplink: str = typer.Option("", "--uplink", help="Interface to enslave to the bridge (the VNet NIC)."),
+    network: str = typer.Option("vnet", "--network", help="Network name in the conflist."),
+    cni_version: str = typer.Option("1.0.0", "--cni-version", help="cniVersion of the conflist (podman 4.3 needs <= 1.0.0)."),
+    no_compile: bool = typer.Option(False, "--no-compile", help="Install the Python entries as front doors (no C client)."),
+) -> None:
+    """Install the `vnet` and `vnet-ipam` executables (and optionally a conflist)."""
+    from ..plugins.install import default_conflist, install as do_install
+
+    conflist = default_conflist(network, bridge, state_dir, metadata_url, metadata_file, uplink, cni_version)
+    try:
+        res = do_install(cni_bin_dir, cni_conf_dir or "", not no_compile, conflist)
+    except (OSError, RuntimeError) as exc:
+        typer.echo(f"vnetctl install: {exc}", err=True)
+        raise typer.Exit(1)
+    kind = "compiled front doors (vnetd when running, else in-process)" if res.compiled else "Python entries"
+    for path in res.executables:
+        typer.echo(f"installed {path} ({kind})")
+    if res.conflist:
+        typer.echo(f"wrote {res.conflist}")
+    for note in res.notes:
+        typer.echo(f"note: {note}", err=True)
+
+
+def endpoints(
+    state_dir: str = typer.Option("/var/run/vnet", "--state-dir", help="The node's vnet state directory."),
+    as_json: bool = typer.Option(False, "--json", help="Print the records as JSON."),
+) -> None:
+    """Show every pod endpoint vnet recorded on this node."""
+    from ..cni.errors import CNIError
+    from ..plugins.endpoints import EndpointStore
+
+    try:
+        records = EndpointStore(state_dir).all()
+    except CNIError as exc:
+        typer.echo(f"vnetctl endpoints: {exc.msg}", err=True)
+        raise typer.Exit(1)
+    if as_json:
+        typer.echo(json.dumps(list(records.values()), indent=2, sort_keys=True))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"vnet endpoints in {state_dir}")
+    for col in ("pod", "container", "network", "address", "mac", "host if", "bridge", "netns", "created"):
+        table.add_column(col)
+    for rec in sorted(records.values(), key=lambda r: (r.get("podNamespace", ""), r.get("podName", ""))):
+        pod = "/".join(x for x in (rec.get("podNamespace"), rec.get("podName")) if x) or "-"
+        table.add_row(pod, rec["containerId"][:12], rec["network"], ", ".join(rec["ips"]), rec.get("mac", ""),
+                      rec["hostIfName"], rec["bridge"], rec["netns"], rec.get("created", ""))
+    Console().print(table)
+    if not records:
+        typer.echo("no endpoints recorded")

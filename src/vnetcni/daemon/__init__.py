@@ -1,0 +1,1 @@
+"""vnetd: the node agent serving the plugins' verbs over a Unix socket, with warm handlers."""

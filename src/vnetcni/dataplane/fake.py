@@ -1,0 +1,77 @@
+"""An in-memory dataplane with the same behaviour as LinuxDataplane, for tests without root."""
+
+from __future__ import annotations
+
+import itertools
+
+from ..cni.errors import CNIError, DATAPLANE_FAILURE
+from .model import BridgeInfo, HostView, PodLink, PodLinkSpec, PodView
+
+
+class FakeDataplane:
+    def __init__(self) -> None:
+        self.bridges: dict[str, BridgeInfo] = {}
+        self.bridge_addresses: dict[str, set[str]] = {}
+        self.uplinks: dict[str, str] = {"eth0": ""}  # uplink -> bridge it is enslaved to
+        self.hosts: dict[str, dict] = {}  # host ifname -> {"bridge", "mac", "netns", "ifname"}
+        self.pods: dict[tuple[str, str], PodView] = {}  # (netns, ifname) -> view
+        self.netns: set[str] = set()
+        self.fail_on: str = ""  # inject a failure: "create" or "configure"
+        self._macs = (f"02:00:00:00:{i >> 8:02x}:{i & 0xff:02x}" for i in itertools.count(1))
+
+    def ensure_bridge(self, name: str, mtu: int, uplink: str = "", gateway: str = "") -> BridgeInfo:
+        if uplink and uplink not in self.uplinks:
+            raise CNIError(DATAPLANE_FAILURE, f"uplink interface {uplink!r} does not exist on this node")
+        br = self.bridges.setdefault(name, BridgeInfo(name, next(self._macs)))
+        if uplink:
+            self.uplinks[uplink] = name
+        elif gateway:
+            self.bridge_addresses.setdefault(name, set()).add(gateway)
+        return br
+
+    def uplink_mtu(self, uplink: str) -> int:
+        if uplink not in self.uplinks:
+            raise CNIError(DATAPLANE_FAILURE, f"uplink interface {uplink!r} does not exist on this node")
+        return 1500
+
+    def create_pod_link(self, spec: PodLinkSpec) -> PodLink:
+        if spec.netns not in self.netns:
+            raise CNIError(DATAPLANE_FAILURE, f"cannot open netns {spec.netns}: No such file or directory")
+        if spec.host_ifname in self.hosts or (spec.netns, spec.ifname) in self.pods or self.fail_on == "create":
+            raise CNIError(DATAPLANE_FAILURE, f"cannot create veth {spec.host_ifname}/{spec.ifname}: exists")
+        if spec.bridge not in self.bridges:
+            raise CNIError(DATAPLANE_FAILURE, f"bridge {spec.bridge} vanished")
+        if self.fail_on == "configure":
+            raise CNIError(DATAPLANE_FAILURE, f"cannot configure pod interface {spec.ifname}: injected")
+        host_mac, pod_mac = next(self._macs), next(self._macs)
+        self.hosts[spec.host_ifname] = {"bridge": spec.bridge, "mac": host_mac, "netns": spec.netns,
+                                        "ifname": spec.ifname}
+        self.pods[(spec.netns, spec.ifname)] = PodView(
+            exists=True, mac=pod_mac, up=True, mtu=spec.mtu, addresses=list(spec.addresses),
+            routes=[(dst, gw) for dst, gw in spec.routes])
+        return PodLink(host_mac=host_mac, pod_mac=pod_mac)
+
+    def delete_pod_link(self, host_ifname: str, netns: str = "", ifname: str = "") -> bool:
+        host = self.hosts.pop(host_ifname, None)
+        if host is None:
+            return False
+        self.pods.pop((host["netns"], host["ifname"]), None)
+        return True
+
+    def remove_netns(self, path: str) -> None:
+        """What the kernel does when a pod's namespace goes: its veth pairs vanish."""
+        self.netns.discard(path)
+        for name, host in list(self.hosts.items()):
+            if host["netns"] == path:
+                self.delete_pod_link(name)
+
+    def inspect_pod(self, netns: str, ifname: str) -> PodView:
+        if netns not in self.netns:
+            return PodView(exists=False)
+        return self.pods.get((netns, ifname), PodView(exists=False))
+
+    def inspect_host(self, host_ifname: str) -> HostView:
+        host = self.hosts.get(host_ifname)
+        if host is None:
+            return HostView(exists=False)
+        return HostView(exists=True, master=host["bridge"], up=True, mac=host["mac"])

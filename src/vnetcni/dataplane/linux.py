@@ -1,0 +1,297 @@
+"""The netlink dataplane (pyroute2): bridge, veth pairs, addresses and routes.
+
+The pod end of each veth is created directly inside the pod's namespace (one netlink request,
+no move), and the pod side is configured through a netlink socket opened inside that namespace
+by this thread (setns), which is several times cheaper than pyroute2's NetNS helper process.
+Node-side sockets are per thread, so vnetd can serve several pods at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import ipaddress
+import os
+import random
+import socket
+import struct
+import threading
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from ..cni.errors import CNIError, DATAPLANE_FAILURE
+from . import netns as nsutil
+from .model import BridgeInfo, HostView, PodLink, PodLinkSpec, PodView
+
+_AF = {4: socket.AF_INET, 6: socket.AF_INET6}
+
+
+def _fail(what: str, exc: Exception) -> CNIError:
+    return CNIError(DATAPLANE_FAILURE, f"{what}: {exc}")
+
+
+def _local_mac() -> str:
+    """A random locally administered unicast MAC (for a bridge that must keep its address)."""
+    b = [random.randint(0, 255) for _ in range(6)]
+    b[0] = (b[0] & 0xFE) | 0x02
+    return ":".join(f"{x:02x}" for x in b)
+
+
+class LinuxDataplane:
+    def __init__(self, lock_dir: str = "/run/vnet") -> None:
+        self._local = threading.local()
+        self._lock_dir = lock_dir
+
+    # --- sockets -------------------------------------------------------------------------
+    @property
+    def ipr(self) -> IPRoute:
+        """This thread's netlink socket in the namespace the process runs in (the node)."""
+        ipr = getattr(self._local, "ipr", None)
+        if ipr is None:
+            ipr = self._local.ipr = IPRoute()
+        return ipr
+
+    @contextlib.contextmanager
+    def _in_netns(self, path: str):
+        with nsutil.entered(path):
+            ipr = IPRoute()
+        try:
+            yield ipr
+        finally:
+            ipr.close()
+
+    def close(self) -> None:
+        ipr = getattr(self._local, "ipr", None)
+        if ipr is not None:
+            ipr.close()
+            self._local.ipr = None
+
+    def _index(self, ipr: IPRoute, name: str) -> int | None:
+        found = ipr.link_lookup(ifname=name)
+        return found[0] if found else None
+
+    # --- bridge --------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _bridge_lock(self, name: str):
+        os.makedirs(self._lock_dir, exist_ok=True)
+        fd = os.open(os.path.join(self._lock_dir, f"bridge-{name}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def _bridge_ready(self, name: str, uplink: str) -> BridgeInfo | None:
+        idx = self._index(self.ipr, name)
+        if idx is None:
+            return None
+        link = self.ipr.get_links(idx)[0]
+        if link.get_attr("IFLA_OPERSTATE") == "DOWN" and not (link["flags"] & 1):
+            return None
+        if uplink:
+            up = self._index(self.ipr, uplink)
+            if up is None or self.ipr.get_links(up)[0].get_attr("IFLA_MASTER") != idx:
+                return None
+        return BridgeInfo(name, link.get_attr("IFLA_ADDRESS"))
+
+    def ensure_bridge(self, name: str, mtu: int, uplink: str = "", gateway: str = "") -> BridgeInfo:
+        ready = self._bridge_ready(name, uplink)
+        if ready is not None and not gateway:
+            return ready
+        try:
+            with self._bridge_lock(name):
+                return self._ensure_bridge_locked(name, mtu, uplink, gateway)
+        except NetlinkError as exc:
+            raise _fail(f"cannot set up bridge {name}", exc) from None
+
+    def _ensure_bridge_locked(self, name: str, mtu: int, uplink: str, gateway: str) -> BridgeInfo:
+        ipr = self.ipr
+        up_idx = None
+        if uplink:
+            up_idx = self._index(ipr, uplink)
+            if up_idx is None:
+                raise CNIError(DATAPLANE_FAILURE, f"uplink interface {uplink!r} does not exist on this node")
+        idx = self._index(ipr, name)
+        if idx is None:
+            mac = ipr.get_links(up_idx)[0].get_attr("IFLA_ADDRESS") if up_idx else _local_mac()
+            try:
+                ipr.link("add", ifname=name, kind="bridge", address=mac, mtu=mtu)
+            except NetlinkError as exc:
+                if exc.code != errno.EEXIST:
+                    raise
+            idx = self._index(ipr, name)
+        ipr.link("set", index=idx, state="up")
+        if up_idx is not None:
+            self._adopt_uplink(idx, up_idx)
+        elif gateway:
+            iface = ipaddress.ip_interface(gateway)
+            with contextlib.suppress(NetlinkError):  # EEXIST: already there
+                ipr.addr("add", index=idx, address=str(iface.ip), prefixlen=iface.network.prefixlen)
+        link = ipr.get_links(idx)[0]
+        return BridgeInfo(name, link.get_attr("IFLA_ADDRESS"))
+
+    def _adopt_uplink(self, br_idx: int, up_idx: int) -> None:
+        """Enslave the uplink; the bridge takes over its addresses and the routes through it."""
+        ipr = self.ipr
+        link = ipr.get_links(up_idx)[0]
+        if link.get_attr("IFLA_MASTER") == br_idx:
+            return
+        addrs = [(a.get_attr("IFA_ADDRESS"), a["prefixlen"], a["family"])
+                 for a in ipr.get_addr(index=up_idx)
+                 if a["scope"] == 0]  # global scope only; link-local stays with the link
+        routes = []
+        for fam in (socket.AF_INET, socket.AF_INET6):
+            for r in ipr.get_routes(family=fam, table=254):
+                if r.get_attr("RTA_OIF") == up_idx and r.get_attr("RTA_GATEWAY"):
+                    routes.append((fam, r.get_attr("RTA_DST"), r["dst_len"], r.get_attr("RTA_GATEWAY"),
+                                   r.get_attr("RTA_PRIORITY")))
+        for addr, plen, fam in addrs:
+            ipr.addr("del", index=up_idx, address=addr, prefixlen=plen)
+        ipr.link("set", index=up_idx, master=br_idx, state="up")
+        for addr, plen, fam in addrs:
+            with contextlib.suppress(NetlinkError):
+                ipr.addr("add", index=br_idx, address=addr, prefixlen=plen)
+        for fam, dst, dlen, gw, prio in routes:
+            kw = {"dst": f"{dst or ('0.0.0.0' if fam == socket.AF_INET else '::')}/{dlen}",
+                  "gateway": gw, "oif": br_idx, "family": fam}
+            if prio is not None:
+                kw["priority"] = prio
+            with contextlib.suppress(NetlinkError):
+                ipr.route("add", **kw)
+
+    # --- pods ----------------------------------------------------------------------------
+    def uplink_mtu(self, uplink: str) -> int:
+        idx = self._index(self.ipr, uplink)
+        if idx is None:
+            raise CNIError(DATAPLANE_FAILURE, f"uplink interface {uplink!r} does not exist on this node")
+        return self.ipr.get_links(idx)[0].get_attr("IFLA_MTU")
+
+    def create_pod_link(self, spec: PodLinkSpec) -> PodLink:
+        ipr = self.ipr
+        br_idx = self._index(ipr, spec.bridge)
+        if br_idx is None:
+            raise CNIError(DATAPLANE_FAILURE, f"bridge {spec.bridge} vanished")
+        try:
+            fd = os.open(spec.netns, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise CNIError(DATAPLANE_FAILURE, f"cannot open netns {spec.netns}: {exc.strerror}") from None
+        try:
+            ipr.link("add", ifname=spec.host_ifname, kind="veth", mtu=spec.mtu,
+                     peer={"ifname": spec.ifname, "net_ns_fd": fd, "mtu": spec.mtu})
+        except NetlinkError as exc:
+            if exc.code == errno.EEXIST:
+                raise CNIError(DATAPLANE_FAILURE,
+                               f"cannot create veth {spec.host_ifname}/{spec.ifname}: an interface "
+                               f"named {spec.host_ifname} on the node or {spec.ifname} in the pod already exists") from None
+            raise _fail(f"cannot create veth {spec.host_ifname}", exc) from None
+        finally:
+            os.close(fd)
+        try:
+            host_idx = self._index(ipr, spec.host_ifname)
+            ipr.link("set", index=host_idx, master=br_idx, state="up")
+            host_mac = ipr.get_links(host_idx)[0].get_attr("IFLA_ADDRESS")
+            pod_mac = self._configure_pod(spec)
+        except Exception as exc:
+            with contextlib.suppress(Exception):
+                self.delete_pod_link(spec.host_ifname)
+            if isinstance(exc, CNIError):
+                raise
+            raise _fail(f"cannot configure pod interface {spec.ifname}", exc) from None
+        return PodLink(host_mac=host_mac, pod_mac=pod_mac)
+
+    def _configure_pod(self, spec: PodLinkSpec) -> str:
+        with nsutil.entered(spec.netns):
+            pr = IPRoute()
+            garp = _garp_socket()
+        try:
+            idx = self._index(pr, spec.ifname)
+            for cidr in spec.addresses:
+                iface = ipaddress.ip_interface(cidr)
+                pr.addr("add", index=idx, address=str(iface.ip), prefixlen=iface.network.prefixlen)
+            pr.link("set", index=idx, state="up")
+            for dst, gw in spec.routes:
+                net = ipaddress.ip_network(dst, strict=False)
+                kw = {"dst": str(net), "family": _AF[net.version], "oif": idx}
+                if gw:
+                    kw["gateway"] = gw
+                try:
+                    pr.route("add", **kw)
+                except NetlinkError as exc:
+                    if exc.code != errno.EEXIST:
+                        raise
+            mac = pr.get_links(idx)[0].get_attr("IFLA_ADDRESS")
+            for cidr in spec.addresses:
+                iface = ipaddress.ip_interface(cidr)
+                if iface.version == 4 and garp is not None:
+                    _send_garp(garp, spec.ifname, mac, str(iface.ip))
+            return mac
+        finally:
+            pr.close()
+            if garp is not None:
+                garp.close()
+
+    def delete_pod_link(self, host_ifname: str, netns: str = "", ifname: str = "") -> bool:
+        try:
+            idx = self._index(self.ipr, host_ifname)
+            if idx is None:
+                return False
+            self.ipr.link("del", index=idx)
+            return True
+        except NetlinkError as exc:
+            if exc.code in (errno.ENODEV, errno.ENOENT):
+                return False
+            raise _fail(f"cannot delete {host_ifname}", exc) from None
+
+    def inspect_pod(self, netns: str, ifname: str) -> PodView:
+        if nsutil.netns_missing(netns):
+            return PodView(exists=False)
+        with self._in_netns(netns) as pr:
+            idx = self._index(pr, ifname)
+            if idx is None:
+                return PodView(exists=False)
+            link = pr.get_links(idx)[0]
+            addrs = [f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}" for a in pr.get_addr(index=idx)
+                     if a["scope"] == 0]
+            routes = []
+            for fam in (socket.AF_INET, socket.AF_INET6):
+                for r in pr.get_routes(family=fam, table=254):
+                    if r.get_attr("RTA_OIF") != idx:
+                        continue
+                    dst = r.get_attr("RTA_DST") or ("0.0.0.0" if fam == socket.AF_INET else "::")
+                    routes.append((f"{dst}/{r['dst_len']}", r.get_attr("RTA_GATEWAY") or ""))
+            return PodView(exists=True, mac=link.get_attr("IFLA_ADDRESS"), up=bool(link["flags"] & 1),
+                           mtu=link.get_attr("IFLA_MTU"), addresses=addrs, routes=routes)
+
+    def inspect_host(self, host_ifname: str) -> HostView:
+        idx = self._index(self.ipr, host_ifname)
+        if idx is None:
+            return HostView(exists=False)
+        link = self.ipr.get_links(idx)[0]
+        master_idx = link.get_attr("IFLA_MASTER")
+        master = ""
+        if master_idx:
+            master = self.ipr.get_links(master_idx)[0].get_attr("IFLA_IFNAME")
+        return HostView(exists=True, master=master, up=bool(link["flags"] & 1),
+                        mac=link.get_attr("IFLA_ADDRESS"))
+
+
+# --- gratuitous ARP: neighbours drop stale entries for a reused address at once ------------
+def _garp_socket() -> socket.socket | None:
+    try:
+        return socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0806))
+    except OSError:
+        return None
+
+
+def _send_garp(sock: socket.socket, ifname: str, mac: str, ip: str) -> None:
+    # The name is resolved in the socket's namespace (the pod's), not this thread's.
+    hw = bytes.fromhex(mac.replace(":", ""))
+    addr = socket.inet_aton(ip)
+    eth = b"\xff" * 6 + hw + struct.pack("!H", 0x0806)
+    arp = struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1) + hw + addr + b"\x00" * 6 + addr
+    try:
+        sock.sendto(eth + arp, (ifname, 0))
+    except OSError:
+        pass  # best effort: a pod without ARP neighbours yet

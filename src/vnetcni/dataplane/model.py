@@ -1,0 +1,69 @@
+"""What the plugins ask of the dataplane, independent of netlink (so a fake can stand in)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class PodLinkSpec:
+    """One pod attachment: a veth whose pod end is created directly inside the pod's netns."""
+
+    netns: str  # path of the pod's network namespace
+    ifname: str  # pod end, e.g. eth0
+    host_ifname: str  # host end, e.g. azv5a6822c76a3
+    bridge: str
+    mtu: int
+    addresses: tuple[str, ...]  # CIDR, e.g. ("10.240.0.36/16",)
+    routes: tuple[tuple[str, str], ...]  # (dst CIDR, gateway or "")
+
+
+@dataclass(frozen=True)
+class PodLink:
+    host_mac: str
+    pod_mac: str
+
+
+@dataclass(frozen=True)
+class BridgeInfo:
+    name: str
+    mac: str
+
+
+@dataclass
+class PodView:
+    """What the kernel shows of a pod's interface (for CHECK)."""
+
+    exists: bool
+    mac: str = ""
+    up: bool = False
+    mtu: int = 0
+    addresses: list[str] = field(default_factory=list)
+    routes: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass
+class HostView:
+    exists: bool
+    master: str = ""
+    up: bool = False
+    mac: str = ""
+
+
+class Dataplane(Protocol):
+    def ensure_bridge(self, name: str, mtu: int, uplink: str = "", gateway: str = "") -> BridgeInfo:
+        """Create (or find) the bridge and bring it up. With `uplink`, enslave it and move its
+        addresses and routes to the bridge; otherwise give the bridge `gateway` (a CIDR)."""
+
+    def create_pod_link(self, spec: PodLinkSpec) -> PodLink:
+        """Create and configure the veth pair; on failure nothing of it is left behind."""
+
+    def delete_pod_link(self, host_ifname: str, netns: str = "", ifname: str = "") -> bool:
+        """Remove the pair (deleting one end removes both). False if it was already gone."""
+
+    def inspect_pod(self, netns: str, ifname: str) -> PodView: ...
+
+    def inspect_host(self, host_ifname: str) -> HostView: ...
+
+    def uplink_mtu(self, uplink: str) -> int: ...

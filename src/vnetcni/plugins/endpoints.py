@@ -1,0 +1,45 @@
+"""The endpoint records: one durable entry per pod attachment, for DEL, CHECK, GC and operators."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+from ..state.durable import DurableDocument
+
+KIND = "vnet-endpoints"
+SCHEMA_VERSION = 1
+DEFAULT_STATE_DIR = "/var/run/vnet"
+
+
+def endpoint_key(network: str, container_id: str, ifname: str) -> str:
+    return f"{network}/{container_id}/{ifname}"
+
+
+def host_ifname(network: str, container_id: str, ifname: str) -> str:
+    """Deterministic host-side name: 'azv' + 11 hex characters of a hash of the attachment,
+    so DEL finds the veth even without a record (15 characters, the kernel's limit)."""
+    digest = hashlib.sha256(endpoint_key(network, container_id, ifname).encode()).hexdigest()
+    return "azv" + digest[:11]
+
+
+class EndpointStore:
+    def __init__(self, state_dir: str = DEFAULT_STATE_DIR) -> None:
+        self.state_dir = state_dir
+        self.doc = DurableDocument(os.path.join(state_dir, "endpoints.json"), KIND, SCHEMA_VERSION,
+                                   lambda: {"endpoints": {}})
+
+    def all(self) -> dict[str, dict]:
+        return self.doc.read()["endpoints"]
+
+    def get(self, key: str) -> dict | None:
+        return self.all().get(key)
+
+    def put(self, record: dict) -> None:
+        key = endpoint_key(record["network"], record["containerId"], record["ifName"])
+        with self.doc.transaction() as doc:
+            doc["endpoints"][key] = record
+
+    def remove(self, key: str) -> dict | None:
+        with self.doc.transaction() as doc:
+            return doc["endpoints"].pop(key, None)

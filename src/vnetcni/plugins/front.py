@@ -1,0 +1,53 @@
+"""The front door that kubelet executes: as little as possible before the real work.
+
+VERSION is answered here without importing anything heavy. Every other verb goes to the node's
+vnetd when one is listening on `<stateDir>/vnetd.sock` (the same handlers, warm), and is handled
+in-process otherwise, so a node without the daemon still works.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+PLUGINS = ("vnet", "vnet-ipam")
+
+
+def _local_plugin(name: str):
+    if name == "vnet":
+        from .vnet import VnetPlugin
+
+        return VnetPlugin()
+    from ..ipam.plugin import IpamPlugin
+
+    return IpamPlugin()
+
+
+def handle(name: str, env, stdin: bytes) -> tuple[bytes, int]:
+    from ..cni import dispatch
+
+    if env.get("CNI_COMMAND") == "VERSION":
+        return dispatch.run(None, env, stdin)  # answered by the contract alone
+    from ..daemon import client
+
+    answer = client.try_daemon(name, env, stdin)
+    if answer is not None:
+        return answer
+    plugin = _local_plugin(name)
+    try:
+        return dispatch.run(plugin, env, stdin)
+    finally:
+        close = getattr(plugin, "close", None)
+        if close is not None:
+            close()
+
+
+def run(name: str) -> int:
+    from ..cni.dispatch import read_stdin
+    from ..cni.invocation import MAX_STDIN_BYTES
+
+    out, code = handle(name, os.environ, read_stdin(MAX_STDIN_BYTES))
+    if out:
+        sys.stdout.buffer.write(out)
+        sys.stdout.flush()
+    return code

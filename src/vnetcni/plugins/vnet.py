@@ -1,0 +1,300 @@
+"""The `vnet` main plugin: bridge mode, one veth per pod, addresses from the IPAM plugin.
+
+ADD   IPAM allocates -> bridge ensured -> veth created with its pod end inside the pod's netns ->
+      address, routes, MTU -> endpoint record written (only once all of it exists).
+      Any failure undoes what was done, the IPAM allocation included.
+DEL   works from the record (or the deterministic host name) when the netns is gone or
+      CNI_NETNS is empty: veth removed, address released, record removed. Idempotent.
+CHECK compares the kernel's view with the record.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+from typing import Callable
+
+from ..cni import errors as E
+from ..cni.config import NetConf
+from ..cni.errors import CNIError
+from ..cni.exec import exec_plugin, find_plugin
+from ..cni.invocation import Invocation
+from ..cni.result import DNS, Interface, IPConfig, Result, Route
+from .endpoints import DEFAULT_STATE_DIR, EndpointStore, endpoint_key, host_ifname
+
+DEFAULT_BRIDGE = "azure0"
+DEFAULT_MTU = 1500
+IN_PROCESS_IPAM = "vnet-ipam"
+
+
+def _default_dataplane(state_dir: str):
+    from ..dataplane.linux import LinuxDataplane  # pyroute2: only when the dataplane is needed
+
+    return LinuxDataplane(lock_dir=state_dir)
+
+
+class Settings:
+    """The `vnet` keys of a network configuration, validated."""
+
+    def __init__(self, conf: NetConf) -> None:
+        self.bridge = conf.get("bridge", DEFAULT_BRIDGE)
+        self.uplink = conf.get("uplink", "") or ""
+        self.mtu = conf.get("mtu")
+        self.state_dir = conf.get("stateDir", DEFAULT_STATE_DIR)
+        for key, value in (("bridge", self.bridge), ("uplink", self.uplink), ("stateDir", self.state_dir)):
+            if not isinstance(value, str):
+                raise CNIError(E.INVALID_CONFIG, f"{key!r} must be a string")
+        if not self.bridge or len(self.bridge) > 15 or "/" in self.bridge:
+            raise CNIError(E.INVALID_CONFIG, f"invalid bridge name {self.bridge!r}")
+        if self.mtu is not None and (isinstance(self.mtu, bool) or not isinstance(self.mtu, int)
+                                     or not 68 <= self.mtu <= 65535):
+            raise CNIError(E.INVALID_CONFIG, f"mtu must be an integer between 68 and 65535, got {self.mtu!r}")
+        ipam = conf.ipam
+        if not isinstance(ipam.get("type"), str) or not ipam.get("type"):
+            raise CNIError(E.INVALID_CONFIG, "the vnet plugin needs an 'ipam' section with a 'type'")
+        self.ipam_type = ipam["type"]
+
+
+class VnetPlugin:
+    def __init__(self, dataplane_factory: Callable[[str], object] | None = None,
+                 ipam: object | None = None) -> None:
+        self._dataplane_factory = dataplane_factory or _default_dataplane
+        self._dataplane = None
+        self._ipam = ipam  # an in-process vnet-ipam handler (vnetd passes its warm one)
+
+    def close(self) -> None:
+        """Release netlink sockets (a warm vnetd keeps them; a one-shot plugin closes them)."""
+        if self._dataplane is not None and hasattr(self._dataplane, "close"):
+            self._dataplane.close()
+            self._dataplane = None
+
+    # --- collaborators -------------------------------------------------------------------
+    def dataplane(self, settings: Settings):
+        if self._dataplane is None:
+            self._dataplane = self._dataplane_factory(settings.state_dir)
+        return self._dataplane
+
+    def _in_process_ipam(self):
+        if self._ipam is None:
+            from ..ipam.plugin import IpamPlugin
+
+            self._ipam = IpamPlugin()
+        return self._ipam
+
+    def _ipam_call(self, verb: str, inv: Invocation, conf: NetConf, settings: Settings,
+                   valid: list | None = None):
+        """Delegate to the IPAM plugin: in-process for vnet-ipam, executed otherwise."""
+        if settings.ipam_type == IN_PROCESS_IPAM:
+            ipam = self._in_process_ipam()
+            if verb == "ADD":
+                return ipam.add(inv, conf)
+            if verb == "DEL":
+                return ipam.delete(inv, conf)
+            if verb == "CHECK":
+                return ipam.check(inv, conf)
+            if verb == "STATUS":
+                return ipam.status(inv, conf)
+            return ipam.gc(inv, conf, valid or [])
+        binary = find_plugin(settings.ipam_type, inv.path)
+        env = inv.to_env()
+        env["CNI_COMMAND"] = verb
+        try:
+            out = exec_plugin(binary, env, inv.stdin)
+        except CNIError as err:
+            if err.code != E.INCOMPATIBLE_VERSION:
+                raise
+            out = self._exec_at_common_version(binary, env, conf, err)
+        if verb == "ADD":
+            if out is None:
+                raise CNIError(E.DECODE_FAILURE, f"IPAM plugin {settings.ipam_type} returned no result")
+            return Result.from_dict(out)
+        return None
+
+    @staticmethod
+    def _exec_at_common_version(binary: str, env: dict, conf: NetConf, err: CNIError) -> dict | None:
+        """An older IPAM plugin (the reference host-local 1.1.1 stops at 1.0.0): ask it what it
+        speaks and call it again at the newest version we share; its result is converted back."""
+        import json
+
+        from ..cni import versions
+
+        answer = exec_plugin(binary, {"CNI_COMMAND": "VERSION"}, json.dumps({"cniVersion": "0.3.0"}).encode())
+        theirs = set((answer or {}).get("supportedVersions") or [])
+        common = [v for v in versions.SUPPORTED_VERSIONS if v in theirs
+                  and versions.parse(v) < versions.parse(conf.cni_version)]
+        if not common:
+            raise err
+        if env["CNI_COMMAND"] == "CHECK" and not versions.at_least(common[-1], "0.4.0"):
+            raise err
+        return exec_plugin(binary, env, json.dumps(dict(conf.raw, cniVersion=common[-1])).encode())
+
+    # --- ADD -----------------------------------------------------------------------------
+    def add(self, inv: Invocation, conf: NetConf) -> Result:
+        settings = Settings(conf)
+        store = EndpointStore(settings.state_dir)
+        key = endpoint_key(conf.name, inv.container_id, inv.ifname)
+        dp = self.dataplane(settings)
+        existing = store.get(key)
+        if existing is not None:
+            if existing.get("netns") == inv.netns and not self._problems(dp, existing):
+                return self._result_from_record(existing)
+            # A stale attachment (sandbox restarted with the same ID): rebuild it.
+            dp.delete_pod_link(existing["hostIfName"])
+            store.remove(key)
+
+        ipam_result = self._ipam_call("ADD", inv, conf, settings)
+        if not ipam_result.ips:
+            self._undo_ipam(inv, conf, settings)
+            raise CNIError(E.INVALID_CONFIG, f"IPAM plugin {settings.ipam_type} returned no address")
+        veth = host_ifname(conf.name, inv.container_id, inv.ifname)
+        created = False
+        try:
+            from ..dataplane.model import PodLinkSpec
+
+            first = ipam_result.ips[0]
+            prefix = ipaddress.ip_interface(first.address).network.prefixlen
+            gateway_cidr = f"{first.gateway}/{prefix}" if first.gateway and not settings.uplink else ""
+            mtu = settings.mtu or (dp.uplink_mtu(settings.uplink) if settings.uplink else DEFAULT_MTU)
+            bridge = dp.ensure_bridge(settings.bridge, mtu, settings.uplink, gateway_cidr)
+            routes = self._routes(ipam_result)
+            spec = PodLinkSpec(netns=inv.netns, ifname=inv.ifname, host_ifname=veth, bridge=settings.bridge,
+                               mtu=mtu, addresses=tuple(ip.address for ip in ipam_result.ips),
+                               routes=tuple((r.dst, r.gw) for r in routes))
+            link = dp.create_pod_link(spec)
+            created = True
+            record = {
+                "network": conf.name, "containerId": inv.container_id, "ifName": inv.ifname,
+                "hostIfName": veth, "bridge": bridge.name, "bridgeMac": bridge.mac,
+                "mac": link.pod_mac, "hostMac": link.host_mac, "mtu": mtu,
+                "ips": [ip.address for ip in ipam_result.ips],
+                "gateway": first.gateway,
+                "routes": [{"dst": r.dst, **({"gw": r.gw} if r.gw else {})} for r in routes],
+                "dns": (conf.dns or ipam_result.dns.to_dict()),
+                "netns": inv.netns, "podName": inv.pod_name, "podNamespace": inv.pod_namespace,
+                "ipam": settings.ipam_type,
+                "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            }
+            store.put(record)
+        except BaseException:
+            if created:
+                try:
+                    dp.delete_pod_link(veth)
+                except Exception:
+                    pass
+            self._undo_ipam(inv, conf, settings)
+            raise
+        return self._result_from_record(record)
+
+    def _undo_ipam(self, inv: Invocation, conf: NetConf, settings: Settings) -> None:
+        try:
+            self._ipam_call("DEL", inv, conf, settings)
+        except Exception:
+            pass  # the original error is what the runtime must see; GC reclaims the rest
+
+    @staticmethod
+    def _routes(ipam_result: Result) -> list[Route]:
+        routes = list(ipam_result.routes)
+        gw = ipam_result.ips[0].gateway
+        for r in routes:
+            if not r.gw and ipaddress.ip_network(r.dst, strict=False).prefixlen == 0 and gw:
+                r.gw = gw  # host-local style "routes": [{"dst": "0.0.0.0/0"}] goes via the gateway
+        return routes
+
+    @staticmethod
+    def _result_from_record(rec: dict) -> Result:
+        gw = rec.get("gateway", "")
+
+        def gateway_for(address: str) -> str:
+            same_family = gw and ipaddress.ip_interface(address).version == ipaddress.ip_address(gw).version
+            return gw if same_family else ""
+
+        return Result(
+            interfaces=[Interface(rec["bridge"], rec.get("bridgeMac", "")),
+                        Interface(rec["hostIfName"], rec.get("hostMac", "")),
+                        Interface(rec["ifName"], rec.get("mac", ""), rec["netns"], mtu=rec.get("mtu"))],
+            ips=[IPConfig(a, gateway_for(a), 2) for a in rec["ips"]],
+            routes=[Route(r["dst"], r.get("gw", "")) for r in rec.get("routes", [])],
+            dns=DNS.from_dict(rec.get("dns") or {}),
+        )
+
+    # --- DEL -----------------------------------------------------------------------------
+    def delete(self, inv: Invocation, conf: NetConf) -> None:
+        settings = Settings(conf)
+        store = EndpointStore(settings.state_dir)
+        key = endpoint_key(conf.name, inv.container_id, inv.ifname)
+        record = store.get(key)
+        veth = record["hostIfName"] if record else host_ifname(conf.name, inv.container_id, inv.ifname)
+        self.dataplane(settings).delete_pod_link(veth)
+        self._ipam_call("DEL", inv, conf, settings)  # an error here keeps the record: DEL is retried
+        if record is not None:
+            store.remove(key)
+
+    # --- CHECK ---------------------------------------------------------------------------
+    def check(self, inv: Invocation, conf: NetConf) -> None:
+        settings = Settings(conf)
+        key = endpoint_key(conf.name, inv.container_id, inv.ifname)
+        record = EndpointStore(settings.state_dir).get(key)
+        if record is None:
+            raise CNIError(E.UNKNOWN_CONTAINER, f"no endpoint recorded for container {inv.container_id} "
+                                                f"interface {inv.ifname} on network {conf.name}")
+        problems = self._problems(self.dataplane(settings), record, inv.netns)
+        prev = conf.prev_result
+        if prev:
+            want = {ip.address for ip in Result.from_dict(prev).ips}
+            if want and want != set(record["ips"]):
+                problems.append(f"prevResult addresses {sorted(want)} differ from the record {record['ips']}")
+        if problems:
+            raise CNIError(E.CHECK_FAILED, "; ".join(problems))
+        self._ipam_call("CHECK", inv, conf, settings)
+
+    @staticmethod
+    def _problems(dp, record: dict, netns: str | None = None) -> list[str]:
+        problems = []
+        ns = netns or record["netns"]
+        if record["netns"] != ns:
+            problems.append(f"netns is {ns}, the record says {record['netns']}")
+        pod = dp.inspect_pod(ns, record["ifName"])
+        if not pod.exists:
+            problems.append(f"interface {record['ifName']} does not exist in {ns}")
+        else:
+            missing = [a for a in record["ips"] if a not in pod.addresses]
+            if missing:
+                problems.append(f"{record['ifName']} lacks address(es) {', '.join(missing)}")
+            if not pod.up:
+                problems.append(f"{record['ifName']} is down")
+            routes = {(ipaddress.ip_network(d, strict=False).with_prefixlen, g) for d, g in pod.routes}
+            for r in record.get("routes", []):
+                want = (ipaddress.ip_network(r["dst"], strict=False).with_prefixlen, r.get("gw", ""))
+                if want not in routes:
+                    problems.append(f"route {want[0]} via {want[1] or 'link'} is missing in the pod")
+        host = dp.inspect_host(record["hostIfName"])
+        if not host.exists:
+            problems.append(f"host interface {record['hostIfName']} does not exist")
+        else:
+            if host.master != record["bridge"]:
+                problems.append(f"host interface {record['hostIfName']} is not on bridge {record['bridge']}")
+            if not host.up:
+                problems.append(f"host interface {record['hostIfName']} is down")
+        return problems
+
+    # --- STATUS and GC -------------------------------------------------------------------
+    def status(self, inv: Invocation, conf: NetConf) -> None:
+        settings = Settings(conf)
+        if settings.ipam_type == IN_PROCESS_IPAM:
+            self._ipam_call("STATUS", inv, conf, settings)
+
+    def gc(self, inv: Invocation, conf: NetConf, valid: list[dict]) -> None:
+        settings = Settings(conf)
+        keep = {(v.get("containerID"), v.get("ifname")) for v in valid}
+        store = EndpointStore(settings.state_dir)
+        dp = self.dataplane(settings)
+        for key, rec in list(store.all().items()):
+            if rec["network"] != conf.name or (rec["containerId"], rec["ifName"]) in keep:
+                continue
+            dp.delete_pod_link(rec["hostIfName"])
+            stale = Invocation(command="DEL", container_id=rec["containerId"], netns="",
+                               ifname=rec["ifName"], path=inv.path, stdin=inv.stdin)
+            self._ipam_call("DEL", stale, conf, settings)
+            store.remove(key)
+        if settings.ipam_type == IN_PROCESS_IPAM:
+            self._ipam_call("GC", inv, conf, settings, valid)

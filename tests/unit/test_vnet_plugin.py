@@ -1,0 +1,172 @@
+"""The vnet handlers against the fake dataplane and a fake IPAM: ordering, rollback, idempotence."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from vnetcni.cni import dispatch
+from vnetcni.cni.errors import CNIError
+from vnetcni.cni.result import IPConfig, Result, Route
+from vnetcni.dataplane.fake import FakeDataplane
+from vnetcni.plugins.endpoints import EndpointStore, host_ifname
+from vnetcni.plugins.vnet import VnetPlugin
+
+
+class FakeIpam:
+    """Hands out 10.240.0.36.. keyed like vnet-ipam; records every call."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.allocated: dict[tuple, str] = {}
+        self.calls: list[str] = []
+        self.fail = fail
+
+    def add(self, inv, conf):
+        self.calls.append("ADD")
+        if self.fail:
+            raise CNIError(100, "no address available on this node: 30 of 30 in use")
+        key = (conf.name, inv.container_id, inv.ifname)
+        if key not in self.allocated:
+            self.allocated[key] = f"10.240.0.{36 + len(self.allocated)}/16"
+        return Result(ips=[IPConfig(self.allocated[key], "10.240.0.1")], routes=[Route("0.0.0.0/0", "10.240.0.1")])
+
+    def delete(self, inv, conf):
+        self.calls.append("DEL")
+        self.allocated.pop((conf.name, inv.container_id, inv.ifname), None)
+
+    def check(self, inv, conf):
+        self.calls.append("CHECK")
+
+    def status(self, inv, conf):
+        self.calls.append("STATUS")
+
+    def gc(self, inv, conf, valid):
+        self.calls.append("GC")
+
+
+@pytest.fixture
+def world(tmp_path):
+    dp = FakeDataplane()
+    ipam = FakeIpam()
+    plugin = VnetPlugin(dataplane_factory=lambda _state: dp, ipam=ipam)
+    return dp, ipam, plugin, str(tmp_path)
+
+
+def call(plugin, verb, state_dir, cid="c1", netns="/run/netns/p1", version="1.0.0", extra=None, ifname="eth0"):
+    conf = {"cniVersion": version, "name": "vnet", "type": "vnet", "stateDir": state_dir, "bridge": "azure0",
+            "ipam": {"type": "vnet-ipam"}, **(extra or {})}
+    env = {"CNI_COMMAND": verb, "CNI_CONTAINERID": cid, "CNI_NETNS": netns, "CNI_IFNAME": ifname, "CNI_PATH": "/usr/lib/cni",
+           "CNI_ARGS": "IgnoreUnknown=1;K8S_POD_NAME=web-1;K8S_POD_NAMESPACE=shop"}
+    out, code = dispatch.run(plugin, env, json.dumps(conf).encode())
+    return code, (json.loads(out) if out else None)
+
+
+@pytest.mark.parametrize("version", ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"])
+def test_add_result_shape_per_version(world, version):
+    dp, ipam, plugin, sd = world
+    dp.netns.add("/run/netns/p1")
+    code, res = call(plugin, "ADD", sd, version=version, extra={"dns": {"nameservers": ["168.63.129.16"]}})
+    assert code == 0, res
+    assert res["cniVersion"] == version
+    names = [i["name"] for i in res["interfaces"]]
+    assert names == ["azure0", host_ifname("vnet", "c1", "eth0"), "eth0"]
+    assert res["interfaces"][2]["sandbox"] == "/run/netns/p1"
+    assert res["ips"][0]["address"] == "10.240.0.36/16" and res["ips"][0]["interface"] == 2
+    assert ("version" in res["ips"][0]) == (version < "1.0.0")
+    assert res["dns"] == {"nameservers": ["168.63.129.16"]}
+    rec = EndpointStore(sd).get("vnet/c1/eth0")
+    assert rec["podName"] == "web-1" and rec["podNamespace"] == "shop" and rec["ips"] == ["10.240.0.36/16"]
+
+
+def test_host_name_is_deterministic_and_fits_the_kernel():
+    name = host_ifname("vnet", "abc", "eth0")
+    assert name == host_ifname("vnet", "abc", "eth0") and name.startswith("azv") and len(name) == 14
+    assert name != host_ifname("vnet", "abd", "eth0") and name != host_ifname("other", "abc", "eth0")
+
+
+def test_repeated_add_is_idempotent(world):
+    dp, ipam, plugin, sd = world
+    dp.netns.add("/run/netns/p1")
+    _, first = call(plugin, "ADD", sd)
+    _, again = call(plugin, "ADD", sd)
+    assert first == again and len(dp.hosts) == 1 and len(ipam.allocated) == 1
+
+
+@pytest.mark.parametrize("failure", ["create", "configure"])
+def test_failed_add_releases_the_address_and_leaves_nothing(world, failure):
+    dp, ipam, plugin, sd = world
+    dp.netns.add("/run/netns/p1")
+    dp.fail_on = failure
+    code, err = call(plugin, "ADD", sd)
+    assert code == 1 and err["code"] == 102
+    assert ipam.calls == ["ADD", "DEL"] and ipam.allocated == {}
+    assert dp.hosts == {} and EndpointStore(sd).all() == {}
+
+
+def test_ipam_exhaustion_is_reported_and_nothing_is_created(world):
+    dp, _, _, sd = world
+    plugin = VnetPlugin(dataplane_factory=lambda _s: dp, ipam=FakeIpam(fail=True))
+    dp.netns.add("/run/netns/p1")
+    code, err = call(plugin, "ADD", sd)
+    assert code == 1 and err["code"] == 100 and "30 of 30" in err["msg"]
+    assert dp.hosts == {} and dp.bridges == {}
+
+
+def test_del_twice_and_without_netns(world):
+    dp, ipam, plugin, sd = world
+    dp.netns.add("/run/netns/p1")
+    call(plugin, "ADD", sd)
+    dp.remove_netns("/run/netns/p1")  # the sandbox is gone before DEL arrives
+    assert call(plugin, "DEL", sd, netns="")[0] == 0
+    assert call(plugin, "DEL", sd, netns="")[0] == 0
+    assert ipam.allocated == {} and EndpointStore(sd).all() == {}
+
+
+def test_del_without_record_removes_the_deterministic_veth(world):
+    dp, ipam, plugin, sd = world
+    dp.netns.add("/run/netns/p1")
+    call(plugin, "ADD", sd)
+    EndpointStore(sd).remove("vnet/c1/eth0")  # a lost record
+    assert call(plugin, "DEL", sd)[0] == 0
+    assert dp.hosts == {} and ipam.allocated == {}
+
+
+def test_check_reports_what_is_wrong(world):
+    dp, _, plugin, sd = world
+    dp.netns.add("/run/netns/p1")
+    call(plugin, "ADD", sd)
+    assert call(plugin, "CHECK", sd)[0] == 0
+    dp.pods[("/run/netns/p1", "eth0")].addresses.clear()
+    code, err = call(plugin, "CHECK", sd)
+    assert code == 1 and err["code"] == 103 and "lacks address" in err["msg"]
+    assert call(plugin, "CHECK", sd, cid="nope")[1]["code"] == 3
+
+
+def test_check_needs_040(world):
+    dp, _, plugin, sd = world
+    assert call(plugin, "CHECK", sd, version="0.3.1")[1]["code"] == 1
+
+
+def test_gc_removes_attachments_not_listed(world):
+    dp, ipam, plugin, sd = world
+    for cid in ("c1", "c2"):
+        dp.netns.add(f"/run/netns/{cid}")
+        call(plugin, "ADD", sd, cid=cid, netns=f"/run/netns/{cid}")
+    code, _ = call(plugin, "GC", sd, version="1.1.0",
+                   extra={"cni.dev/valid-attachments": [{"containerID": "c2", "ifname": "eth0"}]})
+    assert code == 0
+    assert list(EndpointStore(sd).all()) == ["vnet/c2/eth0"]
+    assert list(ipam.allocated) == [("vnet", "c2", "eth0")]
+    assert len(dp.hosts) == 1
+
+
+@pytest.mark.parametrize("extra,needle", [
+    ({"mtu": 10}, "mtu"), ({"mtu": "1500"}, "mtu"), ({"bridge": "x" * 16}, "bridge"),
+    ({"ipam": {}}, "ipam"), ({"uplink": 3}, "uplink"),
+])
+def test_bad_config_is_code_7(world, extra, needle):
+    dp, _, plugin, sd = world
+    dp.netns.add("/run/netns/p1")
+    code, err = call(plugin, "ADD", sd, extra=extra)
+    assert code == 1 and err["code"] == 7 and needle in err["msg"]
