@@ -88,7 +88,7 @@ def test_ten_pods_work_and_leave_nothing(cni_bin, node_ns, pod_ns, state_dir, vn
 def test_failure_after_allocation_rolls_back(cni_bin, node_ns, pod_ns, state_dir, vnet_ipam):
     """The pod already has an interface named like CNI_IFNAME: ADD fails after IPAM allocated."""
     name, path = pod_ns()
-    assert ns_exec(name, "ip", "link", "add", "eth0", "type", "dummy").returncode == 0
+    assert ns_exec(name, "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "other0").returncode == 0
     conf = vnet_conf("1.0.0", state_dir, vnet_ipam)
     res = run_plugin(os.path.join(cni_bin, "vnet"), "ADD", conf, node=node_ns, container_id="ctr-x", netns=path,
                      cni_path=f"{cni_bin}:/usr/lib/cni")

@@ -1,4 +1,8 @@
-"""The CNI error object and its well-known codes (SPEC.md, "Error")."""
+"""The CNI error object and its well-known codes (SPEC.md, "Error").
+
+A plugin reports failure by printing `{"cniVersion", "code", "msg", "details"}` on stdout and
+exiting non-zero; codes below 100 are the spec's, 100 and up are the plugin's own.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +15,8 @@ IO_FAILURE = 5
 DECODE_FAILURE = 6
 INVALID_CONFIG = 7
 TRY_AGAIN_LATER = 11
-PLUGIN_NOT_AVAILABLE = 50
-LIMITED_CONNECTIVITY = 51
+PLUGIN_NOT_AVAILABLE = 50  # STATUS (1.1.0): cannot service ADD
+LIMITED_CONNECTIVITY = 51  # STATUS (1.1.0): not available, existing pods may be affected
 
 # vnet-cni's own codes (the spec reserves >= 100 for plugins).
 NO_ADDRESS_AVAILABLE = 100
@@ -40,11 +44,15 @@ class CNIError(Exception):
     @classmethod
     def from_dict(cls, data: dict) -> "CNIError":
         """Rebuild an error another plugin (a delegated IPAM) printed."""
-        try:
-            code = int(data.get("code", INTERNAL))
-        except (TypeError, ValueError):
+        code = data.get("code", INTERNAL)
+        if isinstance(code, bool) or not isinstance(code, (int, str)):
             code = INTERNAL
-        return cls(code, str(data.get("msg", "unknown error")), str(data.get("details", "")))
+        try:
+            code = int(code)
+        except ValueError:
+            code = INTERNAL
+        details = data.get("details")
+        return cls(code, str(data.get("msg", "unknown error")), "" if details is None else str(details))
 
     def __repr__(self) -> str:
         return f"CNIError(code={self.code}, msg={self.msg!r}, details={self.details!r})"

@@ -2,16 +2,28 @@
 
 A Result holds everything 1.1.0 can say; `to_dict(version)` writes what that version carries
 (0.3.x/0.4.0 add `ips[].version`; 1.1.0 adds interface mtu/socketPath/pciID and route
-mtu/advmss/priority/table/scope) and `from_dict` reads a result of any supported version.
+mtu/advmss/priority/table/scope) and `from_dict` reads a result of any supported version, so a
+plugin answers in the version it was asked for and accepts a prevResult written in any of them.
 """
 
 from __future__ import annotations
 
-import ipaddress
-from dataclasses import dataclass, field
-
 from . import versions
+from ._record import Record
 from .errors import CNIError, DECODE_FAILURE, INVALID_CONFIG
+
+_ROUTE_EXTRAS = ("mtu", "advmss", "priority", "table", "scope")  # 1.1.0
+_ipaddress = None
+
+
+def _ip():
+    """ipaddress, imported on first use: only reading a result needs it, building one does not."""
+    global _ipaddress
+    if _ipaddress is None:
+        import ipaddress
+
+        _ipaddress = ipaddress
+    return _ipaddress
 
 
 def _bad(msg: str) -> CNIError:
@@ -22,8 +34,8 @@ def _opt_int(d: dict, key: str) -> int | None:
     v = d.get(key)
     if v is None:
         return None
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise _bad(f"{key} must be an integer")
+    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+        raise _bad(f"{key} must be a non-negative integer")
     return v
 
 
@@ -36,14 +48,33 @@ def _opt_str(d: dict, key: str) -> str:
     return v
 
 
-@dataclass
-class Interface:
+def _opt_ip(d: dict, key: str) -> str:
+    v = _opt_str(d, key)
+    if v:
+        try:
+            _ip().ip_address(v)
+        except ValueError:
+            raise _bad(f"{key} {v!r:.100} is not an IP address") from None
+    return v
+
+
+class Interface(Record):
+    __slots__ = ("name", "mac", "sandbox", "mtu", "socket_path", "pci_id")
     name: str
-    mac: str = ""
-    sandbox: str = ""
-    mtu: int | None = None  # 1.1.0
-    socket_path: str = ""  # 1.1.0
-    pci_id: str = ""  # 1.1.0
+    mac: str
+    sandbox: str
+    mtu: int | None  # 1.1.0
+    socket_path: str  # 1.1.0
+    pci_id: str  # 1.1.0
+
+    def __init__(self, name: str, mac: str = "", sandbox: str = "", mtu: int | None = None,
+                 socket_path: str = "", pci_id: str = "") -> None:
+        self.name = name
+        self.mac = mac
+        self.sandbox = sandbox
+        self.mtu = mtu
+        self.socket_path = socket_path
+        self.pci_id = pci_id
 
     def to_dict(self, version: str) -> dict:
         d: dict = {"name": self.name}
@@ -61,7 +92,7 @@ class Interface:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Interface":
+    def from_dict(cls, d: object) -> "Interface":
         if not isinstance(d, dict):
             raise _bad("interfaces entries must be objects")
         name = d.get("name")
@@ -72,11 +103,16 @@ class Interface:
                    pci_id=_opt_str(d, "pciID"))
 
 
-@dataclass
-class IPConfig:
+class IPConfig(Record):
+    __slots__ = ("address", "gateway", "interface")
     address: str  # CIDR, e.g. "10.240.0.36/16"
-    gateway: str = ""
-    interface: int | None = None
+    gateway: str
+    interface: int | None  # index into Result.interfaces
+
+    def __init__(self, address: str, gateway: str = "", interface: int | None = None) -> None:
+        self.address = address
+        self.gateway = gateway
+        self.interface = interface
 
     @property
     def version(self) -> str:
@@ -94,73 +130,87 @@ class IPConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "IPConfig":
+    def from_dict(cls, d: object) -> "IPConfig":
         if not isinstance(d, dict):
             raise _bad("ips entries must be objects")
         addr = d.get("address")
         if not isinstance(addr, str):
             raise _bad("ips entry without an address")
+        _, slash, prefix = addr.partition("/")
+        if not slash or not (prefix.isascii() and prefix.isdigit()):
+            raise _bad(f"ips address {addr!r:.100} is not ADDRESS/PREFIXLEN")
         try:
-            iface = ipaddress.ip_interface(addr)
+            family = _ip().ip_interface(addr).version
         except ValueError:
-            raise _bad(f"ips address {addr!r} is not a CIDR address") from None
-        if "/" not in addr:
-            raise _bad(f"ips address {addr!r} has no prefix length")
-        gw = _opt_str(d, "gateway")
-        if gw:
-            try:
-                ipaddress.ip_address(gw)
-            except ValueError:
-                raise _bad(f"gateway {gw!r} is not an IP address") from None
+            raise _bad(f"ips address {addr!r:.100} is not a CIDR address") from None
+        gw = _opt_ip(d, "gateway")
+        if gw and (":" in gw) != (family == 6):
+            raise _bad(f"gateway {gw!r:.100} is not in the family of {addr!r:.100}")
         declared = d.get("version")
-        if declared is not None and str(declared) != ("6" if iface.version == 6 else "4"):
-            raise _bad(f"ips entry {addr!r} declares version {declared!r}")
+        if declared is not None and str(declared) != str(family):
+            raise _bad(f"ips entry {addr!r:.100} declares version {declared!r:.100}")
         return cls(address=addr, gateway=gw, interface=_opt_int(d, "interface"))
 
 
-@dataclass
-class Route:
+class Route(Record):
+    __slots__ = ("dst", "gw") + _ROUTE_EXTRAS
     dst: str
-    gw: str = ""
-    mtu: int | None = None  # 1.1.0
-    advmss: int | None = None
-    priority: int | None = None
-    table: int | None = None
-    scope: int | None = None
+    gw: str
+    mtu: int | None  # the rest: 1.1.0
+    advmss: int | None
+    priority: int | None
+    table: int | None
+    scope: int | None
+
+    def __init__(self, dst: str, gw: str = "", mtu: int | None = None, advmss: int | None = None,
+                 priority: int | None = None, table: int | None = None,
+                 scope: int | None = None) -> None:
+        self.dst = dst
+        self.gw = gw
+        self.mtu = mtu
+        self.advmss = advmss
+        self.priority = priority
+        self.table = table
+        self.scope = scope
 
     def to_dict(self, version: str) -> dict:
         d: dict = {"dst": self.dst}
         if self.gw:
             d["gw"] = self.gw
         if versions.at_least(version, "1.1.0"):
-            for key in ("mtu", "advmss", "priority", "table", "scope"):
+            for key in _ROUTE_EXTRAS:
                 v = getattr(self, key)
                 if v is not None:
                     d[key] = v
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Route":
+    def from_dict(cls, d: object) -> "Route":
         if not isinstance(d, dict):
             raise _bad("routes entries must be objects")
         dst = d.get("dst")
         if not isinstance(dst, str):
             raise _bad("route without a dst")
         try:
-            ipaddress.ip_network(dst, strict=False)
+            _ip().ip_network(dst, strict=False)
         except ValueError:
-            raise _bad(f"route dst {dst!r} is not a network") from None
-        return cls(dst=dst, gw=_opt_str(d, "gw"), mtu=_opt_int(d, "mtu"),
-                   advmss=_opt_int(d, "advmss"), priority=_opt_int(d, "priority"),
-                   table=_opt_int(d, "table"), scope=_opt_int(d, "scope"))
+            raise _bad(f"route dst {dst!r:.100} is not a network") from None
+        return cls(dst=dst, gw=_opt_ip(d, "gw"), **{k: _opt_int(d, k) for k in _ROUTE_EXTRAS})
 
 
-@dataclass
-class DNS:
-    nameservers: list[str] = field(default_factory=list)
-    domain: str = ""
-    search: list[str] = field(default_factory=list)
-    options: list[str] = field(default_factory=list)
+class DNS(Record):
+    __slots__ = ("nameservers", "domain", "search", "options")
+    nameservers: list[str]
+    domain: str
+    search: list[str]
+    options: list[str]
+
+    def __init__(self, nameservers: list[str] | None = None, domain: str = "",
+                 search: list[str] | None = None, options: list[str] | None = None) -> None:
+        self.nameservers = list(nameservers or [])
+        self.domain = domain
+        self.search = list(search or [])
+        self.options = list(options or [])
 
     def to_dict(self) -> dict:
         d: dict = {}
@@ -182,7 +232,9 @@ class DNS:
             raise _bad("dns must be an object")
 
         def strs(key: str) -> list[str]:
-            v = d.get(key) or []
+            v = d.get(key)
+            if v is None:
+                return []
             if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
                 raise _bad(f"dns.{key} must be a list of strings")
             return list(v)
@@ -191,12 +243,19 @@ class DNS:
                    search=strs("search"), options=strs("options"))
 
 
-@dataclass
-class Result:
-    interfaces: list[Interface] = field(default_factory=list)
-    ips: list[IPConfig] = field(default_factory=list)
-    routes: list[Route] = field(default_factory=list)
-    dns: DNS = field(default_factory=DNS)
+class Result(Record):
+    __slots__ = ("interfaces", "ips", "routes", "dns")
+    interfaces: list[Interface]
+    ips: list[IPConfig]
+    routes: list[Route]
+    dns: DNS
+
+    def __init__(self, interfaces: list[Interface] | None = None, ips: list[IPConfig] | None = None,
+                 routes: list[Route] | None = None, dns: DNS | None = None) -> None:
+        self.interfaces = list(interfaces or [])
+        self.ips = list(ips or [])
+        self.routes = list(routes or [])
+        self.dns = DNS() if dns is None else dns
 
     def to_dict(self, version: str) -> dict:
         versions.require_supported(version)
@@ -217,7 +276,9 @@ class Result:
             versions.require_supported(d["cniVersion"])
 
         def items(key: str) -> list:
-            v = d.get(key) or []
+            v = d.get(key)
+            if v is None:
+                return []
             if not isinstance(v, list):
                 raise _bad(f"{key} must be a list")
             return v
@@ -229,7 +290,7 @@ class Result:
             dns=DNS.from_dict(d.get("dns")),
         )
         for ip in res.ips:
-            if ip.interface is not None and not (0 <= ip.interface < len(res.interfaces)):
+            if ip.interface is not None and not ip.interface < len(res.interfaces):
                 # An IPAM result carries no interfaces; an index into nothing is dropped.
                 if res.interfaces:
                     raise _bad(f"ips entry refers to interface {ip.interface}, "

@@ -2,6 +2,8 @@
 
 request : b"VNET1\n" PLUGIN b"\n" NETNS_ID b"\n" (KEY=VALUE b"\n")* b"\n" STDIN-BYTES   (then EOF)
 response: EXIT-CODE b"\n" STDOUT-BYTES                                                  (then EOF)
+       or b"FALLBACK\n": vnetd will not serve this call (another namespace, unknown plugin);
+          the front door then does the work in-process.
 
 NETNS_ID is "<st_dev>:<st_ino>" of the caller's network namespace: vnetd only serves callers in
 its own namespace (it configures the node it runs on). Only CNI_* variables are forwarded.
@@ -13,6 +15,7 @@ import os
 
 MAGIC = b"VNET1"
 SOCKET_NAME = "vnetd.sock"
+FALLBACK = b"FALLBACK\n"
 DEFAULT_STATE_DIR = "/var/run/vnet"
 
 
@@ -55,7 +58,10 @@ def encode_response(code: int, stdout: bytes) -> bytes:
     return str(int(code)).encode() + b"\n" + stdout
 
 
-def decode_response(data: bytes) -> tuple[bytes, int]:
+def decode_response(data: bytes) -> tuple[bytes, int] | None:
+    """(stdout, exit code), or None when vnetd declined the call (FALLBACK)."""
+    if data == FALLBACK:
+        return None
     first, sep, out = data.partition(b"\n")
     if not sep or not first.lstrip(b"-").isdigit():
         raise ProtocolError("truncated vnetd response")

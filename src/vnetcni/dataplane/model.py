@@ -29,6 +29,7 @@ class PodLink:
 class BridgeInfo:
     name: str
     mac: str
+    index: int = 0
 
 
 @dataclass

@@ -7,9 +7,6 @@ in-process otherwise, so a node without the daemon still works.
 
 from __future__ import annotations
 
-import os
-import sys
-
 PLUGINS = ("vnet", "vnet-ipam")
 
 
@@ -43,11 +40,7 @@ def handle(name: str, env, stdin: bytes) -> tuple[bytes, int]:
 
 
 def run(name: str) -> int:
-    from ..cni.dispatch import read_stdin
-    from ..cni.invocation import MAX_STDIN_BYTES
+    """The executable's life: stdout holds only the answer (stray writes go to stderr)."""
+    from ..cni.dispatch import serve
 
-    out, code = handle(name, os.environ, read_stdin(MAX_STDIN_BYTES))
-    if out:
-        sys.stdout.buffer.write(out)
-        sys.stdout.flush()
-    return code
+    return serve(lambda env, stdin: handle(name, env, stdin))

@@ -229,6 +229,7 @@ int main(void) {
         if (n == 0) break;
         len += (size_t)n;
     }
+    if (len == 9 && memcmp(resp, "FALLBACK\n", 9) == 0) fallback(); /* vnetd declined: in-process */
     char *nl = memchr(resp, '\n', len);
     if (!nl) retry_later("closed the connection before answering");
     *nl = '\0';

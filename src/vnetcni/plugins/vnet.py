@@ -141,6 +141,10 @@ class VnetPlugin:
             # A stale attachment (sandbox restarted with the same ID): rebuild it.
             dp.delete_pod_link(existing["hostIfName"])
             store.remove(key)
+        else:
+            # No record, but a veth of this attachment's (deterministic) name may exist: an ADD
+            # cut off before its record was written (a killed vnetd). Start afresh.
+            dp.delete_pod_link(host_ifname(conf.name, inv.container_id, inv.ifname))
 
         ipam_result = self._ipam_call("ADD", inv, conf, settings)
         if not ipam_result.ips:

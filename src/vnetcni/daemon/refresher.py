@@ -1,0 +1,94 @@
+"""Background refresh of every address pool vnetd has seen, so no ADD waits on the metadata.
+
+Pools are learned from the requests themselves (each vnet-ipam configuration names its state
+directory and metadata source). Each is refreshed every `refreshSeconds`; after a failure the
+next attempt backs off exponentially (up to five minutes) while allocation goes on from the last
+good pool. The cross-process rate limit of refresh_pool still holds, so vnetd and plugins running
+in-process never query the source more often than configured.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+from ..ipam.config import IpamConfig
+from ..ipam.refresh import refresh_pool
+
+log = logging.getLogger("vnetd")
+MAX_BACKOFF_SECONDS = 300.0
+
+
+@dataclass
+class Tracked:
+    cfg: IpamConfig
+    next_at: float = 0.0
+    failures: int = 0  # consecutive
+    total_failures: int = 0
+    last_ok: float | None = None
+
+
+class PoolRefresher:
+    def __init__(self, clock=time.time, source_factory=None) -> None:
+        self._clock = clock
+        self._source_factory = source_factory
+        self._pools: dict[tuple[str, str], Tracked] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def observe(self, cfg: IpamConfig) -> None:
+        key = (cfg.state_dir, cfg.source_description)
+        with self._lock:
+            if key in self._pools:
+                self._pools[key].cfg = cfg
+                return
+            self._pools[key] = Tracked(cfg)
+        self._wake.set()
+
+    def tracked(self) -> list[Tracked]:
+        with self._lock:
+            return list(self._pools.values())
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="pool-refresher", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def refresh_due(self) -> None:
+        now = self._clock()
+        for t in self.tracked():
+            if now < t.next_at:
+                continue
+            outcome = refresh_pool(t.cfg, source_factory=self._source_factory, clock=self._clock,
+                                   wait_if_unknown=False)
+            interval = t.cfg.refresh_seconds
+            if outcome.attempted and outcome.error:
+                t.failures += 1
+                t.total_failures += 1
+                backoff = min(interval * (2 ** t.failures), MAX_BACKOFF_SECONDS)
+                t.next_at = now + backoff
+                log.warning("metadata refresh failed for %s (%s); next try in %.0f s",
+                            t.cfg.source_description, outcome.error, backoff)
+            else:
+                if outcome.attempted:
+                    t.failures = 0
+                    t.last_ok = now
+                t.next_at = now + interval
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.refresh_due()
+            except Exception:
+                log.exception("pool refresh loop")
+            self._wake.wait(1.0)
+            self._wake.clear()
