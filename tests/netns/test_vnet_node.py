@@ -89,7 +89,7 @@ def test_failure_after_allocation_rolls_back(cni_bin, node_ns, pod_ns, state_dir
     """The pod already has an interface named like CNI_IFNAME: ADD fails after IPAM allocated."""
     name, path = pod_ns()
     assert ns_exec(name, "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "other0").returncode == 0
-    conf = vnet_conf("1.0.0", state_dir, vnet_ipam)
+    conf = vnet_conf("1.0.0", state_dir, vnet_ipam, mtu=1400)
     res = run_plugin(os.path.join(cni_bin, "vnet"), "ADD", conf, node=node_ns, container_id="ctr-x", netns=path,
                      cni_path=f"{cni_bin}:/usr/lib/cni")
     assert res.code == 1 and res.out["code"] == 102 and "already exists" in res.out["msg"]
@@ -105,6 +105,7 @@ def test_uplink_is_enslaved_and_keeps_the_node_reachable(cni_bin, namespaces, po
     fabric = namespaces.make("fab")
     node = namespaces.make("node")
     assert os.system(f"ip -n {fabric} link add vntup0 type veth peer name eth0 netns {node}") == 0
+    os.system(f"ip -n {fabric} link set vntup0 mtu 1450 && ip -n {node} link set eth0 mtu 1450")
     os.system(f"ip -n {fabric} addr add 10.240.0.1/16 dev vntup0 && ip -n {fabric} link set vntup0 up")
     os.system(f"ip -n {node} addr add 10.240.0.35/16 dev eth0 && ip -n {node} link set eth0 up "
               f"&& ip -n {node} route add default via 10.240.0.1")
@@ -117,6 +118,7 @@ def test_uplink_is_enslaved_and_keeps_the_node_reachable(cni_bin, namespaces, po
     assert "master vntbr0" in master
     assert "10.240.0.35/16" in ns_exec(node, "ip", "-o", "addr", "show", "vntbr0").stdout
     assert "default via 10.240.0.1 dev vntbr0" in ns_exec(node, "ip", "route").stdout
+    assert "mtu 1450" in ns_exec(name, "ip", "-o", "link", "show", "eth0").stdout  # the uplink's MTU
     pod_ip = res.out["ips"][0]["address"].split("/")[0]
     assert ns_exec(fabric, "ping", "-c1", "-W2", pod_ip).returncode == 0      # the VNet reaches the pod
     assert ns_exec(name, "ping", "-c1", "-W2", "10.240.0.35").returncode == 0  # the pod reaches its node
