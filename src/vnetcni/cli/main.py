@@ -22,6 +22,7 @@ _REGISTRARS: tuple[str, ...] = (
     "capture_cmds",
     "ipam_cmds",
     "fabric_cmds",
+    "bench_cmds",
 )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import queue
 import socket
 import threading
 import time
@@ -22,6 +23,7 @@ from . import protocol
 
 log = logging.getLogger("vnetd")
 _READ_LIMIT = MAX_STDIN_BYTES + 64 * 1024  # the configuration plus the CNI_* header
+WORKERS = 32  # persistent threads: each keeps its own warm netlink sockets
 
 
 class DaemonRunning(RuntimeError):
@@ -72,10 +74,22 @@ class Server:
         self._stopping = threading.Event()
         self._inflight = 0
         self._cond = threading.Condition()
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._workers = [threading.Thread(target=self._work, name=f"vnetd-worker-{i}", daemon=True)
+                         for i in range(WORKERS)]
 
     def start(self) -> None:
         os.makedirs(self.state_dir, mode=0o755, exist_ok=True)
         self._sock = bind_socket(self.socket_path)
+        for w in self._workers:
+            w.start()
+
+    def _work(self) -> None:
+        while True:
+            conn = self._queue.get()
+            if conn is None:
+                return
+            self._serve(conn)
 
     def serve_forever(self) -> None:
         assert self._sock is not None
@@ -91,7 +105,7 @@ class Server:
                 raise
             with self._cond:
                 self._inflight += 1
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+            self._queue.put(conn)
 
     def stop(self, drain_seconds: float = 30.0) -> None:
         """Stop accepting, let requests in flight finish, remove the socket."""
@@ -106,6 +120,8 @@ class Server:
         with self._cond:
             while self._inflight and time.monotonic() < deadline:
                 self._cond.wait(0.1)
+        for _ in self._workers:
+            self._queue.put(None)
 
     def _serve(self, conn: socket.socket) -> None:
         try:

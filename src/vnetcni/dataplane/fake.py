@@ -58,6 +58,10 @@ class FakeDataplane:
         self.pods.pop((host["netns"], host["ifname"]), None)
         return True
 
+    def begin_delete_pod_link(self, host_ifname: str):
+        done = self.delete_pod_link(host_ifname)
+        return lambda: done
+
     def remove_netns(self, path: str) -> None:
         """What the kernel does when a pod's namespace goes: its veth pairs vanish."""
         self.netns.discard(path)

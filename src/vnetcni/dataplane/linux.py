@@ -23,6 +23,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from ..cni.errors import CNIError, DATAPLANE_FAILURE
 from . import netns as nsutil
 from .model import BridgeInfo, HostView, PodLink, PodLinkSpec, PodView
+from .rtnl import RtnlChannel
 
 _AF = {4: socket.AF_INET, 6: socket.AF_INET6}
 
@@ -43,6 +44,7 @@ class LinuxDataplane:
         self._local = threading.local()
         self._lock_dir = lock_dir
         self._bridges: dict[tuple[str, str, str], BridgeInfo] = {}
+        self._executor = None
 
     # --- sockets -------------------------------------------------------------------------
     @property
@@ -52,6 +54,13 @@ class LinuxDataplane:
         if ipr is None:
             ipr = self._local.ipr = IPRoute()
         return ipr
+
+    def _channel(self) -> RtnlChannel:
+        """This thread's light rtnetlink channel in the node's namespace (the hot path)."""
+        ch = getattr(self._local, "rtnl", None)
+        if ch is None:
+            ch = self._local.rtnl = RtnlChannel()
+        return ch
 
     @contextlib.contextmanager
     def _in_netns(self, path: str):
@@ -63,10 +72,14 @@ class LinuxDataplane:
             ipr.close()
 
     def close(self) -> None:
-        ipr = getattr(self._local, "ipr", None)
-        if ipr is not None:
-            ipr.close()
-            self._local.ipr = None
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+        for name in ("ipr", "rtnl"):
+            sock = getattr(self._local, name, None)
+            if sock is not None:
+                sock.close()
+                setattr(self._local, name, None)
 
     @staticmethod
     def _index(ipr: IPRoute, name: str) -> int | None:
@@ -187,9 +200,7 @@ class LinuxDataplane:
         except OSError as exc:
             raise CNIError(DATAPLANE_FAILURE, f"cannot open netns {spec.netns}: {exc.strerror}") from None
         try:
-            self.ipr.link("add", ifname=spec.host_ifname, kind="veth", mtu=spec.mtu, address=host_mac,
-                          master=br_idx, state="up",
-                          peer={"ifname": spec.ifname, "net_ns_fd": fd, "mtu": spec.mtu, "address": pod_mac})
+            self._channel().add_veth(spec.host_ifname, spec.ifname, fd, spec.mtu, host_mac, pod_mac, br_idx)
         except NetlinkError as exc:
             if exc.code == errno.EEXIST:
                 raise CNIError(DATAPLANE_FAILURE,
@@ -212,34 +223,37 @@ class LinuxDataplane:
 
     def _configure_pod(self, spec: PodLinkSpec) -> None:
         with nsutil.entered(spec.netns):
-            pr = IPRoute()
+            pod = RtnlChannel()
             _arp_notify(spec.ifname)
-        try:
-            idx = self._index(pr, spec.ifname)
+        with pod:
+            idx = pod.link_index(spec.ifname)
+            if idx is None:
+                raise CNIError(DATAPLANE_FAILURE, f"{spec.ifname} vanished from {spec.netns}")
             for cidr in spec.addresses:
-                iface = ipaddress.ip_interface(cidr)
-                pr.addr("add", index=idx, address=str(iface.ip), prefixlen=iface.network.prefixlen)
-            pr.link("set", index=idx, state="up")  # with arp_notify: a gratuitous ARP goes out
+                pod.add_address(idx, cidr)
+            pod.set_up(idx)  # with arp_notify: a gratuitous ARP goes out
             for dst, gw in spec.routes:
-                net = ipaddress.ip_network(dst, strict=False)
-                kw = {"dst": str(net), "family": _AF[net.version], "oif": idx}
-                if gw:
-                    kw["gateway"] = gw
                 try:
-                    pr.route("add", **kw)
+                    pod.add_route(idx, dst, gw)
                 except NetlinkError as exc:
                     if exc.code != errno.EEXIST:
                         raise
-        finally:
-            pr.close()
+
+    def begin_delete_pod_link(self, host_ifname: str):
+        """Start removing the pair on a helper thread and return a wait() -> bool: the kernel's
+        teardown of a veth (~20 ms, mostly RCU grace periods) then overlaps the caller's own
+        work, e.g. releasing the address. wait() raises what the deletion raised."""
+        if self._executor is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="vnet-del")
+        future = self._executor.submit(self.delete_pod_link, host_ifname)
+        return future.result
 
     def delete_pod_link(self, host_ifname: str, netns: str = "", ifname: str = "") -> bool:
         try:
-            self.ipr.link("del", ifname=host_ifname)
-            return True
+            return self._channel().delete_link(host_ifname)
         except NetlinkError as exc:
-            if exc.code in (errno.ENODEV, errno.ENOENT):
-                return False
             raise _fail(f"cannot delete {host_ifname}", exc) from None
 
     def inspect_pod(self, netns: str, ifname: str) -> PodView:

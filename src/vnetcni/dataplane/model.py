@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Callable, Protocol
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,9 @@ class Dataplane(Protocol):
 
     def delete_pod_link(self, host_ifname: str, netns: str = "", ifname: str = "") -> bool:
         """Remove the pair (deleting one end removes both). False if it was already gone."""
+
+    def begin_delete_pod_link(self, host_ifname: str) -> "Callable[[], bool]":
+        """delete_pod_link started in the background; the returned wait() gives its result."""
 
     def inspect_pod(self, netns: str, ifname: str) -> PodView: ...
 

@@ -228,10 +228,13 @@ class VnetPlugin:
         key = endpoint_key(conf.name, inv.container_id, inv.ifname)
         record = store.get(key)
         veth = record["hostIfName"] if record else host_ifname(conf.name, inv.container_id, inv.ifname)
-        self.dataplane(settings).delete_pod_link(veth)
-        self._ipam_call("DEL", inv, conf, settings)  # an error here keeps the record: DEL is retried
-        if record is not None:
-            store.remove(key)
+        deleted = self.dataplane(settings).begin_delete_pod_link(veth)
+        try:
+            self._ipam_call("DEL", inv, conf, settings)  # an error here keeps the record: DEL is retried
+            if record is not None:
+                store.remove(key)  # a failed veth deletion is retried by name, record or not
+        finally:
+            deleted()  # the veth is gone before DEL answers
 
     # --- CHECK ---------------------------------------------------------------------------
     def check(self, inv: Invocation, conf: NetConf) -> None:

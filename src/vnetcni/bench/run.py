@@ -1,0 +1,120 @@
+"""Running the whole benchmark and computing the table."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import tempfile
+import time
+from typing import Callable
+
+from . import scenarios as sc
+from .targets import Target, prepared, reference_target, vnet_target
+
+TARGETS = {  # ratio of vnet+vnetd to the reference, lower is better
+    "burst30_add_wall_ms": 1.0, "burst110_add_wall_ms": 1.0, "seq_add_median_ms": 1.5, "seq_del_median_ms": 1.0,
+}
+RSS_TARGET_MIB = 80.0
+
+
+def _pods(prefix: str, n: int, create: bool) -> None:
+    for i in range(n):
+        if create:
+            subprocess.run(["ip", "netns", "add", f"{prefix}p{i}"], check=True)
+        else:
+            subprocess.run(["ip", "netns", "del", f"{prefix}p{i}"], capture_output=True)
+
+
+def measure_target(target: Target, seq: int, b30: int, b110: int, progress: Callable[[str], None]) -> dict:
+    prefix = f"vbench{os.getpid()}{target.key}"
+    n = max(seq, b30, b110)
+    out: dict = {"label": target.label}
+    with prepared(target, n + 1, target.key):
+        _pods(prefix, n + 1, True)
+        try:
+            warm = range(n, n + 1)  # one untimed ADD/DEL: bridge set up, pool learned, caches warm
+            sc.sequential(target, "ADD", warm, prefix)
+            sc.sequential(target, "DEL", warm, prefix)
+            progress(f"{target.label}: sequential ADD/DEL x{seq}")
+            out["seq_add"] = sc.summary(sc.sequential(target, "ADD", range(seq), prefix))
+            out["seq_del"] = sc.summary(sc.sequential(target, "DEL", range(seq), prefix))
+            for size, name in ((b30, "burst30"), (b110, "burst110")):
+                progress(f"{target.label}: burst of {size} ADDs, then DELs")
+                wall, ops = sc.burst(target, "ADD", range(size), prefix)
+                out[f"{name}_add"] = dict(sc.summary(ops), wall_ms=wall)
+                if name == "burst110":
+                    rss = target.daemon_rss_kib()
+                    out["rss_mib_110"] = rss / 1024 if rss else None
+                wall, ops = sc.burst(target, "DEL", range(size), prefix)
+                out[f"{name}_del"] = dict(sc.summary(ops), wall_ms=wall)
+        finally:
+            _pods(prefix, n + 1, False)
+    return out
+
+
+def run_bench(seq: int = 50, b30: int = 30, b110: int = 110, progress: Callable[[str], None] = lambda s: None,
+              with_reference: bool = True) -> dict:
+    from ..plugins.install import install
+
+    started = time.time()
+    bin_dir = tempfile.mkdtemp(prefix="vbench-bin-")
+    installed = install(bin_dir)
+    targets: list[Target] = []
+    ref = reference_target(max(seq, b30, b110) + 1) if with_reference else None
+    if ref:
+        targets.append(ref)
+    targets += [vnet_target(bin_dir, False), vnet_target(bin_dir, True)]
+    results = {}
+    for t in targets:
+        results[t.key] = measure_target(t, seq, b30, b110, progress)
+    progress("kernel floor: one pod's netlink work from a warm process")
+    floor = sc.kernel_floor()
+    subprocess.run(["rm", "-rf", bin_dir])
+    return {"machine": {"cpus": os.cpu_count(), "kernel": platform.release(), "python": platform.python_version()},
+            "front_door": "compiled C client" if installed.compiled else "Python entry",
+            "sizes": {"sequential": seq, "burst": b30, "big_burst": b110},
+            "results": results, "kernel_floor_ms": floor, "seconds": round(time.time() - started, 1),
+            "rows": rows(results)}
+
+
+def _get(res: dict, path: str):
+    part, _, field = path.partition(".")
+    v = res.get(part)
+    return v.get(field) if isinstance(v, dict) else v
+
+
+ROWS = [  # (row key, label, path in a target's results)
+    ("seq_add_median_ms", "sequential ADD median (ms)", "seq_add.median_ms"),
+    ("seq_add_p95_ms", "sequential ADD p95 (ms)", "seq_add.p95_ms"),
+    ("seq_del_median_ms", "sequential DEL median (ms)", "seq_del.median_ms"),
+    ("seq_del_p95_ms", "sequential DEL p95 (ms)", "seq_del.p95_ms"),
+    ("burst30_add_wall_ms", "burst 30 ADD wall (ms)", "burst30_add.wall_ms"),
+    ("burst30_add_p50_ms", "burst 30 ADD p50 (ms)", "burst30_add.p50_ms"),
+    ("burst30_add_p99_ms", "burst 30 ADD p99 (ms)", "burst30_add.p99_ms"),
+    ("burst30_del_wall_ms", "burst 30 DEL wall (ms)", "burst30_del.wall_ms"),
+    ("burst30_del_p99_ms", "burst 30 DEL p99 (ms)", "burst30_del.p99_ms"),
+    ("burst110_add_wall_ms", "burst 110 ADD wall (ms)", "burst110_add.wall_ms"),
+    ("burst110_add_p99_ms", "burst 110 ADD p99 (ms)", "burst110_add.p99_ms"),
+    ("burst110_del_wall_ms", "burst 110 DEL wall (ms)", "burst110_del.wall_ms"),
+    ("failed", "failed calls", None),
+]
+
+
+def rows(results: dict) -> list[dict]:
+    out = []
+    for key, label, path in ROWS:
+        row = {"key": key, "label": label}
+        for t, res in results.items():
+            if path is None:
+                row[t] = sum(v.get("failed", 0) for v in res.values() if isinstance(v, dict))
+            else:
+                row[t] = _get(res, path)
+        ref, ours = row.get("reference"), row.get("vnetd")
+        row["ratio"] = (ours / ref) if ref and ours is not None and path else None
+        row["target"] = TARGETS.get(key)
+        out.append(row)
+    rss = results.get("vnetd", {}).get("rss_mib_110")
+    out.append({"key": "vnetd_rss_mib", "label": "vnetd RSS with 110 endpoints (MiB)", "vnetd": rss,
+                "ratio": None, "target": None, "limit_mib": RSS_TARGET_MIB})
+    return out

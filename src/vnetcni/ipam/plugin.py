@@ -1,0 +1,153 @@
+"""The `vnet-ipam` handlers: ADD, DEL, CHECK, STATUS and GC over the node's pool.
+
+Used three ways: as the executable `vnet-ipam` (the `ipam` of any main plugin, e.g. the
+reference `bridge`), in-process by the `vnet` plugin, and warm inside vnetd, which refreshes the
+pool in a background thread (`refresh_pool`) and builds `IpamPlugin(refresh_on_add=False)`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from ..cni.config import NetConf
+from ..cni.errors import (CHECK_FAILED, CNIError, PLUGIN_NOT_AVAILABLE, TRY_AGAIN_LATER,
+                          UNKNOWN_CONTAINER)
+from ..cni.invocation import Invocation
+from ..cni.result import IPConfig, Result, Route
+from ..state.durable import CorruptState
+from .allocator import allocate, release
+from .config import IpamConfig
+from .model import Allocation, IpamState, allocation_key, ip_of
+from .refresh import RefreshOutcome, SourceFactory, refresh_pool
+from .store import IpamStore
+
+__all__ = ["IpamPlugin", "refresh_pool", "RefreshOutcome", "build_result"]
+
+
+def build_result(alloc: Allocation, cfg: IpamConfig) -> Result:
+    """ips (the subnet's prefix, its first host as gateway), routes (configured, else a default
+    route via the gateway) and dns (configured)."""
+    if cfg.routes is not None:
+        routes = list(cfg.routes)  # the config is parsed per call: nobody else holds these
+    else:
+        routes = [Route(dst="::/0" if ":" in alloc.address else "0.0.0.0/0", gw=alloc.gateway)]
+    return Result(ips=[IPConfig(address=alloc.address, gateway=alloc.gateway)], routes=routes, dns=cfg.dns)
+
+
+def _no_pool_error(state: IpamState, cfg: IpamConfig) -> CNIError:
+    source = state.refresh.source or cfg.source_description
+    why = state.refresh.last_error or "no answer yet"
+    return CNIError(TRY_AGAIN_LATER, f"no address pool learned yet from the node's metadata ({source}): {why}",
+                    "vnet-ipam keeps serving from the last good answer once it has one; try again later")
+
+
+class _PoolUnknown(Exception):
+    """No pool is known yet: leave the lock, learn it, try again."""
+
+
+class IpamPlugin:
+    def __init__(self, source_factory: SourceFactory | None = None,
+                 clock: Callable[[], float] = time.time, refresh_on_add: bool = True) -> None:
+        """`source_factory(IpamConfig) -> MetadataSource` replaces the configured source (tests,
+        the simulator); `refresh_on_add=False` when something else (vnetd) keeps the pool fresh:
+        ADD then queries the metadata only while no pool is known at all."""
+        self.source_factory = source_factory
+        self.clock = clock
+        self.refresh_on_add = refresh_on_add
+
+    def refresh(self, conf: IpamConfig | NetConf | dict) -> RefreshOutcome:
+        return refresh_pool(conf, source_factory=self.source_factory, clock=self.clock)
+
+    def add(self, inv: Invocation, conf: NetConf) -> Result:
+        cfg = IpamConfig.from_netconf(conf)
+        store = IpamStore(cfg.state_dir)
+        key = allocation_key(conf.name, inv.container_id, inv.ifname)
+        if self.refresh_on_add:
+            snapshot = store.read()
+            store.require_recovered(snapshot)
+            if key not in snapshot.allocations:
+                self.refresh(cfg)  # rate-limited; a failure is recorded and the last pool used
+        try:
+            # Kept fresh by vnetd: the metadata is asked here only while no pool is known at all.
+            alloc = self._allocate(store, cfg, conf, inv, key, learn_if_unknown=not self.refresh_on_add)
+        except _PoolUnknown:
+            self.refresh(cfg)  # outside the lock
+            alloc = self._allocate(store, cfg, conf, inv, key, learn_if_unknown=False)
+        return build_result(alloc, cfg)
+
+    def _allocate(self, store: IpamStore, cfg: IpamConfig, conf: NetConf, inv: Invocation, key: str,
+                  learn_if_unknown: bool) -> Allocation:
+        with store.transaction() as state:
+            store.require_recovered(state)
+            if key not in state.allocations and state.pool is None:
+                if learn_if_unknown:
+                    raise _PoolUnknown
+                raise _no_pool_error(state, cfg)
+            return allocate(state, conf.name, inv.container_id, inv.ifname, self.clock(),
+                            pod_name=inv.pod_name, pod_namespace=inv.pod_namespace)
+
+    def delete(self, inv: Invocation, conf: NetConf) -> None:
+        """Release by (network, container, interface) alone: no netns or prevResult needed, and
+        nothing to release is success."""
+        cfg = IpamConfig.from_netconf(conf)
+        store = IpamStore(cfg.state_dir)
+        key = allocation_key(conf.name, inv.container_id, inv.ifname)
+        try:
+            self._release(store, key, cfg)
+        except CorruptState:
+            # The unreadable file was just moved aside (the ADD guard now holds until a rebuild);
+            # a DEL that fails would only make the runtime retry forever.
+            self._release(store, key, cfg)
+
+    def _release(self, store: IpamStore, key: str, cfg: IpamConfig) -> None:
+        with store.transaction() as state:
+            release(state, key, self.clock(), cfg.cooldown_seconds)
+
+    def check(self, inv: Invocation, conf: NetConf) -> None:
+        cfg = IpamConfig.from_netconf(conf)
+        store = IpamStore(cfg.state_dir)
+        state = store.read()
+        store.require_recovered(state)
+        alloc = state.allocations.get(allocation_key(conf.name, inv.container_id, inv.ifname))
+        if alloc is None:
+            raise CNIError(UNKNOWN_CONTAINER, f"no address is allocated to container {inv.container_id} "
+                                              f"interface {inv.ifname} on network {conf.name}")
+        if state.pool is not None and alloc.ip not in state.pool_ips():
+            raise CNIError(CHECK_FAILED, f"address {alloc.address} is no longer listed by the node's "
+                                         "metadata (quarantined until the pod is deleted)")
+        prev = conf.prev_result or {}
+        prev_ips = {ip_of(str(ip.get("address", ""))) for ip in prev.get("ips") or [] if isinstance(ip, dict)}
+        if prev_ips and alloc.ip not in prev_ips:
+            raise CNIError(CHECK_FAILED, f"prevResult lists {', '.join(sorted(prev_ips))} but IPAM "
+                                         f"holds {alloc.address} for this container")
+
+    def status(self, inv: Invocation, conf: NetConf) -> None:
+        """Ready when a pool is known, or can be learned now."""
+        cfg = IpamConfig.from_netconf(conf)
+        store = IpamStore(cfg.state_dir)
+        try:
+            state = store.read()
+        except CorruptState as err:  # STATUS speaks in its own two codes
+            raise CNIError(PLUGIN_NOT_AVAILABLE, err.msg, err.details) from None
+        pending = store.unrecovered(state)
+        if pending:
+            raise CNIError(PLUGIN_NOT_AVAILABLE, f"IPAM state in {cfg.state_dir} needs a rebuild "
+                                                 f"(corrupt: {', '.join(pending)}); run `vnetctl ipam --rebuild`")
+        if state.pool is not None:
+            return
+        outcome = self.refresh(cfg)
+        if outcome.pool is None:
+            raise CNIError(PLUGIN_NOT_AVAILABLE, _no_pool_error(store.read(), cfg).msg)
+
+    def gc(self, inv: Invocation, conf: NetConf, valid: list[dict]) -> None:
+        """Release this network's allocations whose attachment the runtime no longer lists."""
+        cfg = IpamConfig.from_netconf(conf)
+        store = IpamStore(cfg.state_dir)
+        keep = {(str(v.get("containerID", "")), str(v.get("ifname", ""))) for v in valid}
+        with store.transaction() as state:
+            now = self.clock()
+            stale = [a.key for a in state.allocations.values()
+                     if a.network == conf.name and (a.container_id, a.ifname) not in keep]
+            for key in stale:
+                release(state, key, now, cfg.cooldown_seconds)

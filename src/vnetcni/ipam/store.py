@@ -1,0 +1,98 @@
+"""The durable IPAM state: `<stateDir>/ipam.json` under its flock, and the corruption guard.
+
+The lock is held only for one read-modify-write of the document (never around a metadata
+query). A document with the right kind and version but a body of the wrong shape is as
+unreadable as bad JSON: it is moved aside like any other corrupt file.
+
+Corruption guard: once a corrupt `ipam.json` was moved aside, the fresh, empty document that
+follows knows nothing of the addresses running pods hold. Handing out addresses from it would
+duplicate them, so ADD is refused while a `ipam.json.corrupt-*` file exists that the document's
+`recovered` list does not name. `vnetctl ipam --rebuild` rebuilds the allocations (from the vnet
+plugin's `endpoints.json`) and adds the file names to `recovered`; the files are never deleted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Iterator
+
+from ..cni.errors import CNIError, STATE_CORRUPT
+from ..state.durable import DurableDocument
+from .model import KIND, SCHEMA_VERSION, IpamState
+
+IPAM_FILE = "ipam.json"
+CORRUPT_PREFIX = IPAM_FILE + ".corrupt-"
+
+
+class _IpamDocument(DurableDocument):
+    def __init__(self, path: str) -> None:
+        super().__init__(path, KIND, SCHEMA_VERSION, lambda: IpamState.from_doc({}).to_doc())
+
+    def _decode(self, raw: bytes) -> tuple[dict | None, str]:
+        doc, why = super()._decode(raw)
+        if why:
+            return None, why
+        try:
+            self._built = (doc, IpamState.from_doc(doc))  # the check builds it: keep it for state()
+        except ValueError as exc:
+            return None, f"its body has the wrong shape: {exc}"
+        return doc, ""
+
+    def state(self, doc: dict) -> IpamState:
+        """The IpamState of a document this object just decoded (built once), or of any other."""
+        built = getattr(self, "_built", None)
+        if built is not None and built[0] is doc:
+            return built[1]
+        return IpamState.from_doc(doc)
+
+
+class StateNeedsRebuild(CNIError):
+    def __init__(self, state_dir: str, corrupt: list[str]) -> None:
+        super().__init__(
+            STATE_CORRUPT,
+            f"refusing to hand out addresses: the IPAM state in {state_dir} was found corrupt "
+            f"(kept as {', '.join(corrupt)}), so the addresses running pods hold are unknown; "
+            f"run `vnetctl ipam --state-dir {state_dir} --rebuild`",
+        )
+        self.corrupt = corrupt
+
+
+class IpamStore:
+    def __init__(self, state_dir: str) -> None:
+        self.state_dir = state_dir
+        self.path = os.path.join(state_dir, IPAM_FILE)
+        self._doc = _IpamDocument(self.path)
+
+    def read(self) -> IpamState:
+        """A lock-free snapshot (CorruptState if the file is unreadable; it is then moved aside)."""
+        return self._doc.state(self._doc.read())
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[IpamState]:
+        """Read-modify-write under the lock. Written only if the state changed; an exception in
+        the body writes nothing."""
+        with self._doc.transaction() as doc:
+            state = self._doc.state(doc)
+            yield state
+            after = state.to_doc()  # the document compares the bytes: unchanged means unwritten
+            doc.clear()
+            doc.update(after)
+
+    def corrupt_files(self) -> list[str]:
+        try:
+            names = os.listdir(self.state_dir)
+        except FileNotFoundError:
+            return []
+        return sorted(n for n in names if n.startswith(CORRUPT_PREFIX))
+
+    def unrecovered(self, state: IpamState) -> list[str]:
+        """Corrupt files no rebuild has accounted for yet."""
+        done = set(state.recovered)
+        return [n for n in self.corrupt_files() if n not in done]
+
+    def require_recovered(self, state: IpamState) -> None:
+        pending = self.unrecovered(state)
+        if pending:
+            raise StateNeedsRebuild(self.state_dir, pending)
