@@ -246,7 +246,8 @@ class LinuxDataplane:
         if self._executor is None:
             from concurrent.futures import ThreadPoolExecutor
 
-            self._executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="vnet-del")
+            # As many as vnetd has workers: concurrent teardowns overlap their RCU grace periods.
+            self._executor = ThreadPoolExecutor(max_workers=32, thread_name_prefix="vnet-del")
         future = self._executor.submit(self.delete_pod_link, host_ifname)
         return future.result
 
