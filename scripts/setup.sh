@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(python3 python3-venv python3-dev gcc libc6-dev iproute2 iptables tcpdump bridge-utils
+packages=(python3 python3-venv python3-dev gcc libc6-dev iproute2 iptables nftables tcpdump bridge-utils
           iputils-ping containernetworking-plugins podman runc busybox-static)
 missing=()
 for p in "${packages[@]}"; do

@@ -124,3 +124,31 @@ def test_uplink_is_enslaved_and_keeps_the_node_reachable(cni_bin, namespaces, po
     assert ns_exec(name, "ping", "-c1", "-W2", "10.240.0.35").returncode == 0  # the pod reaches its node
     assert run_plugin(os.path.join(cni_bin, "vnet"), "DEL", conf, node=node, container_id="ctr-u", netns="",
                       cni_path=f"{cni_bin}:/usr/lib/cni").ok
+
+
+def test_gc_prunes_endpoints_whose_netns_is_gone(cni_bin, node_ns, namespaces, state_dir, vnet_ipam):
+    """After a reboot the namespaces are gone but the state is not: `vnetctl gc` reconciles."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    vnetctl = str(Path(sys.executable).with_name("vnetctl"))
+    conf = vnet_conf("1.0.0", state_dir, vnet_ipam)
+    live = f"/run/netns/{namespaces.make('pod')}"
+    gone_name = namespaces.make("pod")
+    for cid, path in (("ctr-live", live), ("ctr-gone", f"/run/netns/{gone_name}")):
+        assert run_plugin(os.path.join(cni_bin, "vnet"), "ADD", conf, node=node_ns, container_id=cid, netns=path,
+                          cni_path=cni_bin).ok
+    subprocess.run(["ip", "netns", "del", gone_name], check=True)
+    namespaces.created.remove(gone_name)
+    status = ns_exec(node_ns, vnetctl, "status", "--state-dir", state_dir)
+    assert "2 recorded, 1 stale" in status.stdout, status
+    out = ns_exec(node_ns, vnetctl, "gc", "--state-dir", state_dir)
+    assert out.returncode == 0 and "pruned" in out.stdout and "1 stale, 1 live" in out.stdout, out
+    eps = json.load(open(os.path.join(state_dir, "endpoints.json")))["endpoints"]
+    assert [e["containerId"] for e in eps.values()] == ["ctr-live"]
+    pool = json.load(open(os.path.join(state_dir, "ipam.json")))
+    assert [a["containerId"] for a in pool["allocations"].values()] == ["ctr-live"]
+    assert len([l for l in links(node_ns) if l.startswith("azv")]) == 1
+    assert run_plugin(os.path.join(cni_bin, "vnet"), "DEL", conf, node=node_ns, container_id="ctr-live", netns="",
+                      cni_path=cni_bin).ok

@@ -239,3 +239,15 @@ def test_daemon_in_another_namespace_is_not_used(cni_bin, namespaces, pod_ns, tm
     assert d.served() == [] and any(l.startswith("azv") for l in links(other))
     assert run_plugin(os.path.join(cni_bin, "vnet"), "DEL", conf, node=other, container_id="ctr0", netns="",
                       cni_path=cni_bin).ok
+
+
+def test_vnetd_reconciles_stale_endpoints_at_start(cni_bin, node_ns, namespaces, tmp_path, state_dir, daemons):
+    md = pool_file(tmp_path)
+    conf = conf_for(state_dir, md)
+    gone = namespaces.make("pod")
+    assert run_plugin(os.path.join(cni_bin, "vnet"), "ADD", conf, node=node_ns, container_id="ctr-gone",
+                      netns=f"/run/netns/{gone}", cni_path=cni_bin).ok
+    subprocess.run(["ip", "netns", "del", gone], check=True)  # as after a reboot
+    namespaces.created.remove(gone)
+    daemons(node_ns, state_dir, str(tmp_path / "log")).start()
+    assert endpoint_view(state_dir) == {} and ipam_allocations(state_dir) == {}

@@ -10,7 +10,9 @@ import typer
 
 def register(app: typer.Typer) -> None:
     app.command("install")(install)
+    app.command("status")(status)
     app.command("endpoints")(endpoints)
+    app.command("gc")(gc)
 
 
 def install(
@@ -72,3 +74,75 @@ def endpoints(
     Console().print(table)
     if not records:
         typer.echo("no endpoints recorded")
+
+
+def gc(
+    state_dir: str = typer.Option("/var/run/vnet", "--state-dir", help="The node's vnet state directory."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Only list what would be pruned."),
+) -> None:
+    """Prune endpoints whose pod namespace is gone (a reboot, a DEL that never came): veth removed,
+    vnet-ipam address released, record dropped. vnetd does this at start too."""
+    from ..cni.errors import CNIError
+    from ..plugins.reconcile import reconcile
+
+    dataplane = None
+    if not dry_run:
+        from ..dataplane.linux import LinuxDataplane
+
+        dataplane = LinuxDataplane(lock_dir=state_dir)
+    try:
+        done = reconcile(state_dir, dataplane, dry_run=dry_run)
+    except CNIError as exc:
+        typer.echo(f"vnetctl gc: {exc.msg}", err=True)
+        raise typer.Exit(1)
+    verb = "would prune" if dry_run else "pruned"
+    for rec in done.pruned:
+        pod = "/".join(x for x in (rec.get("podNamespace"), rec.get("podName")) if x) or rec["containerId"][:12]
+        typer.echo(f"{verb} {pod}: {', '.join(rec['ips'])} on {rec['hostIfName']} (netns {rec['netns'] or '-'} is gone)")
+    typer.echo(f"{len(done.pruned)} stale, {done.kept} live endpoint(s) in {state_dir}")
+    if done.not_released:
+        typer.echo("not released (their IPAM is not vnet-ipam; its own GC must release them): "
+                   + ", ".join(done.not_released), err=True)
+
+
+def status(
+    state_dir: str = typer.Option("/var/run/vnet", "--state-dir", help="The node's vnet state directory."),
+) -> None:
+    """One screen on this node: vnetd, the address pool, the endpoints."""
+    import os
+    import socket
+
+    from ..cni.errors import CNIError
+    from ..plugins.endpoints import EndpointStore
+    from ..plugins.reconcile import stale_records
+
+    sock = os.path.join(state_dir, "vnetd.sock")
+    probe = socket.socket(socket.AF_UNIX)
+    try:
+        probe.connect(sock)
+        daemon = f"running ({sock})"
+    except OSError:
+        daemon = "stale socket file: not running" if os.path.exists(sock) else "not running (plugins work in-process)"
+    finally:
+        probe.close()
+    typer.echo(f"vnetd:      {daemon}")
+    try:
+        from ..ipam.allocator import usage
+        from ..ipam.store import IpamStore
+
+        if os.path.exists(os.path.join(state_dir, "ipam.json")):
+            state = IpamStore(state_dir).read()
+            held, listed = usage(state)
+            pool = state.pool
+            learned = f"subnet {pool.subnet}, gateway {pool.gateway}" if pool else "not learned yet"
+            err = f"; last metadata error: {state.refresh.last_error}" if state.refresh.last_error else ""
+            typer.echo(f"pool:       {held} of {listed} addresses in use ({learned}){err}")
+        else:
+            typer.echo("pool:       no vnet-ipam state here yet")
+        records = EndpointStore(state_dir).all()
+        stale = stale_records(state_dir)
+    except CNIError as exc:
+        typer.echo(f"vnetctl status: {exc.msg}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"endpoints:  {len(records)} recorded, {len(stale)} stale (run `vnetctl gc`)" if stale
+               else f"endpoints:  {len(records)} recorded")

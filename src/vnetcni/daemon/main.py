@@ -105,15 +105,8 @@ def main(argv: list[str] | None = None) -> int:
         for fn in observers:
             fn(rec)
 
-    server = Server(args.state_dir, handlers, on_request)
-    try:
-        server.start()
-    except DaemonRunning as exc:
-        print(f"vnetd: {exc}", file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f"vnetd: cannot listen in {args.state_dir}: {exc}", file=sys.stderr)
-        return 1
+    # Reconcile before the socket exists: a plugin that finds vnetd listening finds the
+    # node's state already pruned of endpoints whose namespace is gone.
     if not args.no_reconcile:
         from ..dataplane.linux import LinuxDataplane
         from ..plugins.reconcile import reconcile
@@ -125,6 +118,15 @@ def main(argv: list[str] | None = None) -> int:
                          ", ".join(r["containerId"][:12] for r in done.pruned))
         except Exception as exc:
             log.warning("start-up reconciliation failed: %s", exc)
+    server = Server(args.state_dir, handlers, on_request)
+    try:
+        server.start()
+    except DaemonRunning as exc:
+        print(f"vnetd: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"vnetd: cannot listen in {args.state_dir}: {exc}", file=sys.stderr)
+        return 1
     refresher.start()
 
     def stop(signum, _frame):

@@ -1,0 +1,257 @@
+"""Bringing a simulated VNet up and down.
+
+    fabric namespace  <prefix><name>-fabric : bridge vnet0 = the VNet's L2 segment, with the
+                                              subnet's gateway address; nft counters (and, with
+                                              enforce_source, the cloud's source check)
+        p-node1 ──veth── eth0 in <prefix><name>-node1 (the node's primary address, its MAC)
+        p-node2 ──veth── eth0 in <prefix><name>-node2
+        ...
+Each node namespace also runs its own metadata service on 127.0.0.1 (so only that node sees its
+answer), has a conflist, a state directory and, optionally, vnetd. No link of the fabric ever
+exists in the root namespace: the veths are created between namespaces, and nothing routes
+between the fabric and the machine's network.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import fcntl
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+from ..ipam.metadata import render_node
+from . import enforcement, kernel, model, naming, processes, services
+from .addressing import AddressPlan, NodeAddresses, plan_addresses
+from .errors import SimError
+from .model import FabricRecord, NodeRecord
+
+NETWORK_NAME = "vnet"
+Progress = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class FabricOptions:
+    name: str = naming.DEFAULT_FABRIC
+    nodes: int = 3
+    ips_per_node: int = 30
+    subnet: str = "10.240.0.0/16"
+    enforce_source: bool = False
+    vnetd: bool = False
+    reuse_cooldown: float = 0.0
+
+
+@contextlib.contextmanager
+def fabric_lock() -> Iterator[None]:
+    """One `fabric up/down` at a time (a kernel flock on the root directory: released if we die,
+    and no lock file is left behind)."""
+    os.makedirs(naming.root_dir(), mode=0o755, exist_ok=True)
+    fd = os.open(naming.root_dir(), os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def conflist_for(node: NodeRecord, reuse_cooldown: float) -> dict:
+    """The node's CNI configuration: vnet (bridge mode, eth0 as uplink) then portmap."""
+    return {
+        "cniVersion": "1.0.0",
+        "name": NETWORK_NAME,
+        "plugins": [
+            {
+                "type": "vnet",
+                "bridge": node.bridge,
+                "uplink": node.eth0,
+                "stateDir": node.stateDir,
+                "ipam": {
+                    "type": "vnet-ipam",
+                    "metadataUrl": node.metadataUrl,
+                    "stateDir": node.stateDir,
+                    "reuseCooldownSeconds": reuse_cooldown,
+                },
+            },
+            {"type": "portmap", "capabilities": {"portMappings": True}},
+        ],
+    }
+
+
+# --- up ------------------------------------------------------------------------------------
+def up(opts: FabricOptions, progress: Progress = _quiet) -> FabricRecord:
+    """Build the fabric; leftovers of a crashed run with this name are removed first."""
+    naming.check_fabric_name(opts.name)
+    plan = plan_addresses(opts.name, opts.subnet, opts.nodes, opts.ips_per_node)
+    if not 0 <= opts.reuse_cooldown <= 3600:
+        raise ValueError(f"--reuse-cooldown must be between 0 and 3600 seconds, got {opts.reuse_cooldown:g}")
+    if opts.vnetd and not services.vnetd_available():
+        progress("vnetd is not installed: nodes run the plugins in-process")
+    with fabric_lock():
+        if is_healthy(opts.name):
+            raise SimError(f"fabric {opts.name!r} is already up; `vnetctl fabric down --name {opts.name}` first")
+        if _leftovers(opts.name):
+            progress(f"removing leftovers of a previous run of fabric {opts.name!r}")
+            _teardown(opts.name, _quiet)
+        record = FabricRecord(
+            name=opts.name, subnet=plan.subnet, gateway=plan.gateway,
+            fabricNetns=naming.fabric_netns(opts.name), fabricBridge=naming.FABRIC_BRIDGE,
+            ipsPerNode=opts.ips_per_node, enforceSource=opts.enforce_source,
+            created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        )
+        try:
+            _build(record, plan, opts, progress)
+        except BaseException:
+            progress("fabric up failed: removing what was built")
+            _teardown(opts.name, _quiet)
+            raise
+        return record
+
+
+def _build(record: FabricRecord, plan: AddressPlan, opts: FabricOptions, progress: Progress) -> None:
+    os.makedirs(record.directory, mode=0o755, exist_ok=True)
+    bin_dir = os.path.join(record.directory, "bin")
+    progress("installing the CNI binaries")
+    services.install_cni_binaries(bin_dir)
+
+    progress(f"fabric namespace {record.fabricNetns}: bridge {record.fabricBridge}, gateway {record.gateway}")
+    fab = record.fabricNetns
+    kernel.netns_add(fab)
+    kernel.ip(fab, "link", "add", record.fabricBridge, "type", "bridge", "forward_delay", "0", "stp_state", "0")
+    kernel.ip(fab, "addr", "add", f"{record.gateway}/{plan.prefixlen}", "dev", record.fabricBridge)
+    kernel.ip(fab, "link", "set", record.fabricBridge, "up")
+
+    for addrs in plan.nodes:
+        node = _node_record(record, addrs, bin_dir)
+        progress(f"node {node.name}: {node.netns}, eth0 {node.primary} ({node.mac}), "
+                 f"{len(node.secondaries)} secondary addresses")
+        _build_node(record, node, plan.prefixlen, opts)
+        record.nodes.append(node)
+
+    progress("waiting for every node's metadata service to answer")
+    for node in record.nodes:
+        log = os.path.join(record.directory, node.name, "metadata.log")
+        services.wait_metadata(node.netns, naming.METADATA_PORT, naming.METADATA_PATH, node.metadataPid,
+                               node.mac.replace(":", "").upper().encode(), log)
+    if opts.vnetd and services.vnetd_available():
+        progress("starting vnetd on every node")
+        for node in record.nodes:
+            log = os.path.join(record.directory, node.name, "vnetd.log")
+            node.vnetdPid = services.start_vnetd(node.netns, node.stateDir, log)
+        for node in record.nodes:
+            services.wait_vnetd(node.vnetdPid, os.path.join(node.stateDir, "vnetd.sock"),
+                                os.path.join(record.directory, node.name, "vnetd.log"))
+
+    progress("fabric accounting" + (" and source-address enforcement" if record.enforceSource else ""))
+    enforcement.install(record)
+    record.complete = True
+    model.save(record)
+
+
+def _node_record(record: FabricRecord, addrs: NodeAddresses, bin_dir: str) -> NodeRecord:
+    name = naming.node_name(addrs.index)
+    node_dir = os.path.join(record.directory, name)
+    return NodeRecord(
+        name=name, netns=naming.node_netns(record.name, name), primary=addrs.primary, mac=addrs.mac,
+        fabricPort=naming.fabric_port(name), stateDir=os.path.join(node_dir, "state"),
+        conflist=os.path.join(node_dir, "10-vnet.conflist"), cniBinDir=bin_dir,
+        metadataUrl=naming.metadata_url(), metadataFile=os.path.join(node_dir, "interfaces.xml"),
+        secondaries=list(addrs.secondaries),
+    )
+
+
+def _build_node(record: FabricRecord, node: NodeRecord, prefixlen: int, opts: FabricOptions) -> None:
+    node_dir = os.path.dirname(node.conflist)
+    os.makedirs(node.stateDir, mode=0o755, exist_ok=True)
+    with open(node.metadataFile, "wb") as f:
+        f.write(render_node(node.mac, record.subnet, node.primary, node.secondaries))
+    with open(node.conflist, "w", encoding="utf-8") as f:
+        json.dump(conflist_for(node, opts.reuse_cooldown), f, indent=2)
+        f.write("\n")
+
+    kernel.netns_add(node.netns)
+    # The veth is born between the two namespaces: no end of it ever exists in the root namespace.
+    kernel.ip(record.fabricNetns, "link", "add", node.fabricPort, "type", "veth",
+              "peer", "name", node.eth0, "netns", node.netns)
+    kernel.ip(record.fabricNetns, "link", "set", node.fabricPort, "master", record.fabricBridge, "up")
+    kernel.ip(node.netns, "link", "set", node.eth0, "address", node.mac, "up")
+    kernel.ip(node.netns, "addr", "add", f"{node.primary}/{prefixlen}", "dev", node.eth0)
+    kernel.ip(node.netns, "route", "add", "default", "via", record.gateway, "dev", node.eth0)
+    node.metadataPid = services.start_metadata(node.netns, naming.METADATA_PORT, node.metadataFile,
+                                               os.path.join(node_dir, "metadata.log"))
+
+
+# --- health, leftovers, down ---------------------------------------------------------------
+def is_healthy(name: str) -> bool:
+    """Recorded as complete, every namespace present and every recorded daemon alive in it."""
+    try:
+        rec = model.load(name)
+    except LookupError:
+        return False
+    if not rec.complete or not kernel.netns_exists(rec.fabricNetns):
+        return False
+    for n in rec.nodes:
+        if not kernel.netns_exists(n.netns) or not processes.in_netns(n.metadataPid or 0, n.netns):
+            return False
+        if n.vnetdPid and not processes.in_netns(n.vnetdPid, n.netns):
+            return False
+    return True
+
+
+def owned_namespaces(name: str) -> list[str]:
+    """This fabric's namespaces, found by name: pods first, then nodes, the fabric last."""
+    pattern = naming.owned_netns_pattern(name)
+    roles = {"pod": 0, "node": 1, "fabric": 2}
+    found = []
+    for ns in kernel.netns_list():
+        m = pattern.match(ns)
+        if m:
+            found.append((roles[m.group(1).split("-")[0].rstrip("0123456789")], ns))
+    return [ns for _, ns in sorted(found)]
+
+
+def _leftovers(name: str) -> bool:
+    return bool(owned_namespaces(name)) or os.path.exists(naming.fabric_dir(name))
+
+
+def down(name: str, progress: Progress = _quiet) -> dict:
+    """Remove everything of the fabric (also what a crashed run left); what was removed."""
+    naming.check_fabric_name(name)
+    with fabric_lock():
+        return _teardown(name, progress)
+
+
+def _teardown(name: str, progress: Progress) -> dict:
+    removed = {"processes": 0, "namespaces": 0, "stateDir": False}
+    try:
+        rec: FabricRecord | None = model.load(name)
+    except LookupError:
+        rec = None
+    if rec is not None:
+        for n in rec.nodes:
+            for pid, arg in ((n.vnetdPid, n.stateDir), (n.metadataPid, n.metadataFile)):
+                if pid and (processes.in_netns(pid, n.netns) or processes.mentions(pid, arg)):
+                    progress(f"stopping pid {pid} on {n.name}")
+                    processes.stop(pid)
+                    removed["processes"] += 1
+    for ns in owned_namespaces(name):
+        pids = kernel.netns_pids(ns)
+        if pids:
+            progress(f"stopping {len(pids)} process(es) left in {ns}")
+            processes.kill_all_in(ns)
+            removed["processes"] += len(pids)
+        progress(f"deleting namespace {ns}")
+        kernel.netns_del(ns)
+        removed["namespaces"] += 1
+    directory = naming.fabric_dir(name)
+    if os.path.isdir(directory):
+        progress(f"removing {directory}")
+        shutil.rmtree(directory, ignore_errors=True)
+        removed["stateDir"] = True
+    return removed

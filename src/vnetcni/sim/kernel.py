@@ -1,0 +1,96 @@
+"""Thin wrappers over `ip`: namespaces, links, statistics.
+
+The simulator only ever addresses objects inside namespaces it created (`ip -n NS ...`); nothing
+here touches the root namespace's links, addresses or routes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+from .errors import SimError
+
+NETNS_DIR = "/run/netns"
+
+
+def run(argv: list[str], *, stdin: str | None = None, check: bool = True,
+        timeout: float = 60.0) -> subprocess.CompletedProcess:
+    try:
+        proc = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=timeout)
+    except FileNotFoundError:
+        raise SimError(f"{argv[0]} is not installed") from None
+    except subprocess.TimeoutExpired:
+        raise SimError(f"{' '.join(argv)} did not finish within {timeout:.0f} s") from None
+    if check and proc.returncode != 0:
+        raise SimError(f"`{' '.join(argv)}` failed: {(proc.stderr or proc.stdout).strip()}")
+    return proc
+
+
+def ip(netns: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """`ip -n NETNS ...`: always scoped to one of our namespaces."""
+    if not netns:
+        raise SimError("refusing to run ip outside a namespace")
+    return run(["ip", "-n", netns, *args], check=check)
+
+
+def netns_list() -> set[str]:
+    try:
+        return set(os.listdir(NETNS_DIR))
+    except FileNotFoundError:
+        return set()
+
+
+def netns_exists(name: str) -> bool:
+    return os.path.exists(os.path.join(NETNS_DIR, name))
+
+
+def netns_add(name: str) -> None:
+    """A new namespace with its loopback up."""
+    run(["ip", "netns", "add", name])
+    try:
+        ip(name, "link", "set", "lo", "up")
+    except BaseException:
+        netns_del(name)
+        raise
+
+
+def netns_del(name: str) -> None:
+    if netns_exists(name):
+        run(["ip", "netns", "del", name], check=False)
+
+
+def netns_pids(name: str) -> list[int]:
+    out = run(["ip", "netns", "pids", name], check=False).stdout
+    return [int(p) for p in out.split() if p.isdigit()]
+
+
+def exec_in(netns: str, argv: list[str], *, stdin: str | None = None, check: bool = True,
+            timeout: float = 60.0) -> subprocess.CompletedProcess:
+    """Run a command inside a namespace (with its own /sys, as `ip netns exec` mounts it)."""
+    return run(["ip", "netns", "exec", netns, *argv], stdin=stdin, check=check, timeout=timeout)
+
+
+def link_packets(netns: str, ifname: str) -> tuple[int, int]:
+    """(rx_packets, tx_packets) of an interface in a namespace."""
+    out = ip(netns, "-s", "-j", "link", "show", "dev", ifname).stdout
+    stats = json.loads(out)[0]["stats64"]
+    return int(stats["rx"]["packets"]), int(stats["tx"]["packets"])
+
+
+def links(netns: str) -> list[dict]:
+    """`ip -j link` of a namespace."""
+    return json.loads(ip(netns, "-j", "link", "show").stdout or "[]")
+
+
+def addresses(netns: str, ifname: str) -> list[str]:
+    """IPv4 addresses (CIDR) of an interface in a namespace; [] when it does not exist."""
+    proc = ip(netns, "-j", "-4", "addr", "show", "dev", ifname, check=False)
+    if proc.returncode != 0 or not proc.stdout.strip():
+        return []
+    out = []
+    for link in json.loads(proc.stdout):
+        for a in link.get("addr_info", []):
+            out.append(f"{a['local']}/{a['prefixlen']}")
+    return out
