@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from support.cni import links, metadata_xml, run_plugin
+from vnetcni.daemon.client import listening
 
 VNETD = str(Path(sys.executable).with_name("vnetd"))
 
@@ -40,19 +41,9 @@ class Daemon:
     def start(self) -> "Daemon":
         self.proc = subprocess.Popen(["ip", "netns", "exec", self.node, VNETD, "--state-dir", self.state_dir,
                                       "--log-file", self.log], stderr=subprocess.PIPE)
-        wait_for(lambda: self._listening() or self.proc.poll() is not None, what="vnetd socket")
+        wait_for(lambda: listening(self.sock) or self.proc.poll() is not None, what="vnetd socket")
         assert self.proc.poll() is None, self.proc.stderr.read().decode()
         return self
-
-    def _listening(self) -> bool:
-        s = socket.socket(socket.AF_UNIX)
-        try:
-            s.connect(self.sock)
-            return True
-        except OSError:
-            return False
-        finally:
-            s.close()
 
     def kill(self) -> None:
         if self.proc and self.proc.poll() is None:

@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -15,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..daemon.client import listening
 from ..dataplane.netns import entered
 
 REFERENCE_DIR = "/usr/lib/cni"
@@ -139,15 +139,9 @@ def _start_vnetd(target: Target) -> None:
                                           "--log-file", os.path.join(target.workdir, "vnetd.log")],
                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        probe = socket.socket(socket.AF_UNIX)
-        try:
-            probe.connect(sock)
-            return
-        except OSError:
-            if target.daemon.poll() is not None:
-                raise RuntimeError("vnetd exited at start")
-            time.sleep(0.02)
-        finally:
-            probe.close()
-    raise RuntimeError("vnetd did not start listening")
+    while not listening(sock):
+        if target.daemon.poll() is not None:
+            raise RuntimeError("vnetd exited at start")
+        if time.monotonic() > deadline:
+            raise RuntimeError("vnetd did not start listening")
+        time.sleep(0.02)

@@ -110,21 +110,17 @@ def status(
 ) -> None:
     """One screen on this node: vnetd, the address pool, the endpoints."""
     import os
-    import socket
 
     from ..cni.errors import CNIError
+    from ..daemon.client import listening
     from ..plugins.endpoints import EndpointStore
     from ..plugins.reconcile import stale_records
 
     sock = os.path.join(state_dir, "vnetd.sock")
-    probe = socket.socket(socket.AF_UNIX)
-    try:
-        probe.connect(sock)
+    if listening(sock):
         daemon = f"running ({sock})"
-    except OSError:
+    else:
         daemon = "stale socket file: not running" if os.path.exists(sock) else "not running (plugins work in-process)"
-    finally:
-        probe.close()
     typer.echo(f"vnetd:      {daemon}")
     try:
         from ..ipam.allocator import usage

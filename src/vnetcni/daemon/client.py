@@ -12,6 +12,18 @@ from . import protocol
 TIMEOUT_SECONDS = 120.0
 
 
+def listening(path: str) -> bool:
+    """True if a vnetd accepts connections on the socket at path (a stale file does not)."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
+
+
 def try_daemon(plugin: str, env: Mapping[str, str], stdin: bytes) -> tuple[bytes, int] | None:
     """(stdout, exit code) from vnetd, or None when no daemon serves this node (or the request
     never reached it), in which case the caller does the work in-process."""

@@ -1,15 +1,13 @@
-"""The `vnet-ipam` executable: a thin front door to the IPAM handlers (vnetcni.ipam.plugin)."""
-
-from __future__ import annotations
+"""Entry point of the `vnet-ipam` console script (the same front door `vnetctl install` writes):
+vnetd when it serves this node, else the IPAM handlers in-process (vnetcni.ipam.plugin)."""
 
 import sys
 
-from ..cni import dispatch
-from ..ipam.plugin import IpamPlugin
-
 
 def main() -> None:
-    sys.exit(dispatch.main(IpamPlugin()))
+    from .front import run
+
+    sys.exit(run("vnet-ipam"))
 
 
 if __name__ == "__main__":
