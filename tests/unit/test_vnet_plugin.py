@@ -170,3 +170,27 @@ def test_bad_config_is_code_7(world, extra, needle):
     dp.netns.add("/run/netns/p1")
     code, err = call(plugin, "ADD", sd, extra=extra)
     assert code == 1 and err["code"] == 7 and needle in err["msg"]
+
+
+def test_leftover_veth_without_record_is_replaced(world):
+    """An ADD cut off before its record was written (a killed vnetd) left the veth behind."""
+    dp, ipam, plugin, sd = world
+    dp.netns.add("/run/netns/p1")
+    call(plugin, "ADD", sd)
+    EndpointStore(sd).remove("vnet/c1/eth0")
+    dp.pods.clear()  # the pod side went with its sandbox; the host end's name is still taken
+    code, res = call(plugin, "ADD", sd)
+    assert code == 0, res
+    assert list(dp.hosts) == [host_ifname("vnet", "c1", "eth0")]
+    assert EndpointStore(sd).get("vnet/c1/eth0") is not None
+
+
+def test_interface_name_taken_in_the_pod_is_an_error_and_rolls_back(world):
+    dp, ipam, plugin, sd = world
+    dp.netns.add("/run/netns/p1")
+    from vnetcni.dataplane.model import PodView
+
+    dp.pods[("/run/netns/p1", "eth0")] = PodView(exists=True)
+    code, err = call(plugin, "ADD", sd)
+    assert code == 1 and err["code"] == 102 and "already exists" in err["msg"]
+    assert ipam.allocated == {} and dp.hosts == {}

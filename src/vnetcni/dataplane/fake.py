@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 
 from ..cni.errors import CNIError, DATAPLANE_FAILURE
-from .model import BridgeInfo, HostView, PodLink, PodLinkSpec, PodView
+from .model import BridgeInfo, HostView, LinkExists, PodLink, PodLinkSpec, PodView
 
 
 class FakeDataplane:
@@ -37,8 +37,10 @@ class FakeDataplane:
     def create_pod_link(self, spec: PodLinkSpec) -> PodLink:
         if spec.netns not in self.netns:
             raise CNIError(DATAPLANE_FAILURE, f"cannot open netns {spec.netns}: No such file or directory")
-        if spec.host_ifname in self.hosts or (spec.netns, spec.ifname) in self.pods or self.fail_on == "create":
-            raise CNIError(DATAPLANE_FAILURE, f"cannot create veth {spec.host_ifname}/{spec.ifname}: exists")
+        if spec.host_ifname in self.hosts or (spec.netns, spec.ifname) in self.pods:
+            raise LinkExists(f"cannot create veth {spec.host_ifname}/{spec.ifname}: already exists")
+        if self.fail_on == "create":
+            raise CNIError(DATAPLANE_FAILURE, f"cannot create veth {spec.host_ifname}/{spec.ifname}: injected")
         if spec.bridge not in self.bridges:
             raise CNIError(DATAPLANE_FAILURE, f"bridge {spec.bridge} vanished")
         if self.fail_on == "configure":

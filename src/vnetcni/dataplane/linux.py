@@ -22,7 +22,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from ..cni.errors import CNIError, DATAPLANE_FAILURE
 from . import netns as nsutil
-from .model import BridgeInfo, HostView, PodLink, PodLinkSpec, PodView
+from .model import BridgeInfo, HostView, LinkExists, PodLink, PodLinkSpec, PodView
 from .rtnl import RtnlChannel
 
 _AF = {4: socket.AF_INET, 6: socket.AF_INET6}
@@ -203,9 +203,9 @@ class LinuxDataplane:
             self._channel().add_veth(spec.host_ifname, spec.ifname, fd, spec.mtu, host_mac, pod_mac, br_idx)
         except NetlinkError as exc:
             if exc.code == errno.EEXIST:
-                raise CNIError(DATAPLANE_FAILURE,
-                               f"cannot create veth {spec.host_ifname}/{spec.ifname}: an interface "
-                               f"named {spec.host_ifname} on the node or {spec.ifname} in the pod already exists") from None
+                raise LinkExists(f"cannot create veth {spec.host_ifname}/{spec.ifname}: an interface "
+                                 f"named {spec.host_ifname} on the node or {spec.ifname} in the pod "
+                                 "already exists") from None
             if exc.code in (errno.ENODEV, errno.EINVAL):
                 self._bridges.clear()  # the bridge we knew is gone: set it up again next time
             raise _fail(f"cannot create veth {spec.host_ifname}", exc) from None

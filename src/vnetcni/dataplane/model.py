@@ -5,6 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
+from ..cni.errors import CNIError, DATAPLANE_FAILURE
+
+
+class LinkExists(CNIError):
+    """The veth could not be created: a link of one of its names exists (node or pod side)."""
+
+    def __init__(self, msg: str) -> None:
+        super().__init__(DATAPLANE_FAILURE, msg)
+
 
 @dataclass(frozen=True)
 class PodLinkSpec:

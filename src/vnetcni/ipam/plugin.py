@@ -78,7 +78,7 @@ class IpamPlugin:
 
     def _allocate(self, store: IpamStore, cfg: IpamConfig, conf: NetConf, inv: Invocation, key: str,
                   learn_if_unknown: bool) -> Allocation:
-        with store.transaction() as state:
+        def change(state: IpamState) -> Allocation:
             store.require_recovered(state)
             if key not in state.allocations and state.pool is None:
                 if learn_if_unknown:
@@ -86,6 +86,8 @@ class IpamPlugin:
                 raise _no_pool_error(state, cfg)
             return allocate(state, conf.name, inv.container_id, inv.ifname, self.clock(),
                             pod_name=inv.pod_name, pod_namespace=inv.pod_namespace)
+
+        return store.apply(change)  # concurrent ADDs in vnetd share one write
 
     def delete(self, inv: Invocation, conf: NetConf) -> None:
         """Release by (network, container, interface) alone: no netns or prevResult needed, and
@@ -101,8 +103,7 @@ class IpamPlugin:
             self._release(store, key, cfg)
 
     def _release(self, store: IpamStore, key: str, cfg: IpamConfig) -> None:
-        with store.transaction() as state:
-            release(state, key, self.clock(), cfg.cooldown_seconds)
+        store.apply(lambda state: release(state, key, self.clock(), cfg.cooldown_seconds))
 
     def check(self, inv: Invocation, conf: NetConf) -> None:
         cfg = IpamConfig.from_netconf(conf)

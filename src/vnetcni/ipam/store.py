@@ -16,12 +16,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 from ..cni.errors import CNIError, STATE_CORRUPT
 from ..state.durable import DurableDocument
 from .model import KIND, SCHEMA_VERSION, IpamState
 
+T = TypeVar("T")
 IPAM_FILE = "ipam.json"
 CORRUPT_PREFIX = IPAM_FILE + ".corrupt-"
 
@@ -39,6 +41,12 @@ class _IpamDocument(DurableDocument):
         except ValueError as exc:
             return None, f"its body has the wrong shape: {exc}"
         return doc, ""
+
+    def _load(self, doc: dict) -> IpamState:
+        return self.state(doc)
+
+    def _dump(self, state: IpamState) -> dict:
+        return state.to_doc()
 
     def state(self, doc: dict) -> IpamState:
         """The IpamState of a document this object just decoded (built once), or of any other."""
@@ -79,6 +87,11 @@ class IpamStore:
             after = state.to_doc()  # the document compares the bytes: unchanged means unwritten
             doc.clear()
             doc.update(after)
+
+    def apply(self, change: Callable[[IpamState], T]) -> T:
+        """change(state) as one read-modify-write; concurrent calls in one process (vnetd)
+        share a single write (group commit). Raises what change raised, with no trace left."""
+        return self._doc.apply(change)
 
     def corrupt_files(self) -> list[str]:
         try:

@@ -37,9 +37,7 @@ class EndpointStore:
 
     def put(self, record: dict) -> None:
         key = endpoint_key(record["network"], record["containerId"], record["ifName"])
-        with self.doc.transaction() as doc:
-            doc["endpoints"][key] = record
+        self.doc.apply(lambda doc: doc["endpoints"].__setitem__(key, record))
 
     def remove(self, key: str) -> dict | None:
-        with self.doc.transaction() as doc:
-            return doc["endpoints"].pop(key, None)
+        return self.doc.apply(lambda doc: doc["endpoints"].pop(key, None))

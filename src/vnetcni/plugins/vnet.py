@@ -20,6 +20,7 @@ from ..cni.errors import CNIError
 from ..cni.exec import exec_plugin, find_plugin
 from ..cni.invocation import Invocation
 from ..cni.result import DNS, Interface, IPConfig, Result, Route
+from ..dataplane.model import LinkExists, PodLinkSpec
 from .endpoints import DEFAULT_STATE_DIR, EndpointStore, endpoint_key, host_ifname
 
 DEFAULT_BRIDGE = "azure0"
@@ -141,10 +142,6 @@ class VnetPlugin:
             # A stale attachment (sandbox restarted with the same ID): rebuild it.
             dp.delete_pod_link(existing["hostIfName"])
             store.remove(key)
-        else:
-            # No record, but a veth of this attachment's (deterministic) name may exist: an ADD
-            # cut off before its record was written (a killed vnetd). Start afresh.
-            dp.delete_pod_link(host_ifname(conf.name, inv.container_id, inv.ifname))
 
         ipam_result = self._ipam_call("ADD", inv, conf, settings)
         if not ipam_result.ips:
@@ -153,8 +150,6 @@ class VnetPlugin:
         veth = host_ifname(conf.name, inv.container_id, inv.ifname)
         created = False
         try:
-            from ..dataplane.model import PodLinkSpec
-
             first = ipam_result.ips[0]
             prefix = ipaddress.ip_interface(first.address).network.prefixlen
             gateway_cidr = f"{first.gateway}/{prefix}" if first.gateway and not settings.uplink else ""
@@ -164,7 +159,15 @@ class VnetPlugin:
             spec = PodLinkSpec(netns=inv.netns, ifname=inv.ifname, host_ifname=veth, bridge=settings.bridge,
                                mtu=mtu, addresses=tuple(ip.address for ip in ipam_result.ips),
                                routes=tuple((r.dst, r.gw) for r in routes))
-            link = dp.create_pod_link(spec)
+            try:
+                link = dp.create_pod_link(spec)
+            except LinkExists:
+                # A veth of this attachment's (deterministic) name with no record: an ADD cut off
+                # before its record was written (a killed vnetd). Remove it and start afresh;
+                # if none was there, the clash is in the pod and is the runtime's to see.
+                if existing is not None or not dp.delete_pod_link(veth):
+                    raise
+                link = dp.create_pod_link(spec)
             created = True
             record = {
                 "network": conf.name, "containerId": inv.container_id, "ifName": inv.ifname,

@@ -15,8 +15,10 @@ import contextlib
 import fcntl
 import json
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from ..cni.errors import CNIError, IO_FAILURE, STATE_CORRUPT
 
@@ -187,6 +189,42 @@ class DurableDocument:
             if data != before:  # files are always written in this encoding: same bytes, same document
                 self._write_bytes(data)
 
+    def apply(self, change: Callable[[Any], Any]) -> Any:
+        """change(obj) in a read-modify-write, with group commit: concurrent callers in this
+        process (vnetd's workers) that change the same file share one lock acquisition, one
+        read, one write and one fsync. Returns what change returned, or raises what it raised;
+        a change that raises leaves no trace (the others are applied again to a fresh read).
+        obj is what `_load` makes of the document (the document itself unless a subclass says)."""
+        return _combiner(self.path).submit(self, change)
+
+    def _load(self, doc: dict) -> Any:
+        return doc
+
+    def _dump(self, obj: Any) -> dict:
+        return obj
+
+    def _run_batch(self, batch: list["_Pending"]) -> None:
+        with self.locked():
+            raw = self._read_raw()
+            doc = self._new() if raw is None else self._parse(raw)
+            before = self._encode(self._new()) if raw is None or not raw.strip() else raw
+            obj = self._load(doc)
+            done: list[_Pending] = []
+            for item in batch:
+                try:
+                    item.result = item.change(obj)
+                except BaseException as exc:  # isolate it: replay the others on a fresh read
+                    item.error = exc
+                    obj = self._load(self._new() if raw is None else self._parse(raw))
+                    for ok in done:
+                        ok.result = ok.change(obj)
+                else:
+                    done.append(item)
+            if done:
+                data = self._encode(self._dump(obj))
+                if data != before:
+                    self._write_bytes(data)
+
     def _encode(self, doc: dict) -> bytes:
         doc["kind"] = self.kind
         doc["schemaVersion"] = self.schema_version
@@ -200,3 +238,65 @@ class DurableDocument:
             atomic_write(self.path, data)
         except OSError as exc:
             raise CNIError(IO_FAILURE, f"cannot write {self.path}: {exc.strerror}") from None
+
+
+# --- group commit ------------------------------------------------------------------------------
+class _Pending:
+    __slots__ = ("change", "result", "error", "finished")
+
+    def __init__(self, change: Callable[[Any], Any]) -> None:
+        self.change = change
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.finished = False
+
+
+class _Combiner:
+    """Per file: a caller that finds no batch running takes every change queued so far (its own
+    among them), applies them as one batch and wakes the others; a caller whose change is still
+    queued then leads the next batch. Across processes the file's flock serialises batches."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._queue: list[_Pending] = []
+        self._leading = False
+
+    def submit(self, document: DurableDocument, change):
+        mine = _Pending(change)
+        with self._cond:
+            self._queue.append(mine)
+            while not mine.finished:
+                if self._leading:
+                    self._cond.wait()
+                    continue
+                self._leading = True
+                batch, self._queue = self._queue, []
+                self._cond.release()
+                try:
+                    try:
+                        document._run_batch(batch)
+                    except BaseException as exc:  # the file itself (unreadable, I/O): all fail
+                        for item in batch:
+                            if item.error is None:
+                                item.error = exc
+                finally:
+                    self._cond.acquire()
+                    for item in batch:
+                        item.finished = True
+                    self._leading = False
+                    self._cond.notify_all()
+        if mine.error is not None:
+            raise mine.error
+        return mine.result
+
+
+_combiners: dict[str, _Combiner] = {}
+_combiners_lock = threading.Lock()
+
+
+def _combiner(path: str) -> _Combiner:
+    with _combiners_lock:
+        c = _combiners.get(path)
+        if c is None:
+            c = _combiners[path] = _Combiner()
+        return c
