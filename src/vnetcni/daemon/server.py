@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import queue
 import socket
 import threading
 import time
@@ -74,38 +73,32 @@ class Server:
         self._stopping = threading.Event()
         self._inflight = 0
         self._cond = threading.Condition()
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._workers = [threading.Thread(target=self._work, name=f"vnetd-worker-{i}", daemon=True)
                          for i in range(WORKERS)]
 
     def start(self) -> None:
         os.makedirs(self.state_dir, mode=0o755, exist_ok=True)
         self._sock = bind_socket(self.socket_path)
+        self._sock.settimeout(0.5)  # workers look at the stop flag twice a second
         for w in self._workers:
             w.start()
 
     def _work(self) -> None:
-        while True:
-            conn = self._queue.get()
-            if conn is None:
-                return
-            self._serve(conn)
-
-    def serve_forever(self) -> None:
-        assert self._sock is not None
-        self._sock.settimeout(0.5)
+        """Each worker accepts for itself: the kernel hands a connection to one waiting worker,
+        with no thread in between."""
         while not self._stopping.is_set():
             try:
                 conn, _ = self._sock.accept()
             except socket.timeout:
                 continue
             except OSError:
-                if self._stopping.is_set():
-                    break
-                raise
+                return  # the listening socket was closed: stopping
             with self._cond:
                 self._inflight += 1
-            self._queue.put(conn)
+            self._serve(conn)
+
+    def serve_forever(self) -> None:
+        self._stopping.wait()
 
     def stop(self, drain_seconds: float = 30.0) -> None:
         """Stop accepting, let requests in flight finish, remove the socket."""
@@ -120,8 +113,6 @@ class Server:
         with self._cond:
             while self._inflight and time.monotonic() < deadline:
                 self._cond.wait(0.1)
-        for _ in self._workers:
-            self._queue.put(None)
 
     def _serve(self, conn: socket.socket) -> None:
         try:
