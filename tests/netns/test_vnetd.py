@@ -38,9 +38,9 @@ class Daemon:
     def sock(self) -> str:
         return os.path.join(self.state_dir, "vnetd.sock")
 
-    def start(self) -> "Daemon":
+    def start(self, *extra: str) -> "Daemon":
         self.proc = subprocess.Popen(["ip", "netns", "exec", self.node, VNETD, "--state-dir", self.state_dir,
-                                      "--log-file", self.log], stderr=subprocess.PIPE)
+                                      "--log-file", self.log, *extra], stderr=subprocess.PIPE)
         wait_for(lambda: listening(self.sock) or self.proc.poll() is not None, what="vnetd socket")
         assert self.proc.poll() is None, self.proc.stderr.read().decode()
         return self
@@ -242,3 +242,40 @@ def test_vnetd_reconciles_stale_endpoints_at_start(cni_bin, node_ns, namespaces,
     namespaces.created.remove(gone)
     daemons(node_ns, state_dir, str(tmp_path / "log")).start()
     assert endpoint_view(state_dir) == {} and ipam_allocations(state_dir) == {}
+
+
+def test_metrics_on_loopback(cni_bin, node_ns, pod_ns, tmp_path, state_dir, daemons):
+    """Prometheus metrics: requests and latency by verb and result, pool size and use, refresh age."""
+    from vnetcni.dataplane.netns import entered
+
+    md = pool_file(tmp_path)
+    conf = conf_for(state_dir, md)
+    daemons(node_ns, state_dir, str(tmp_path / "log")).start("--metrics-port", "19477")
+    _, path = pod_ns()
+    assert run_plugin(os.path.join(cni_bin, "vnet"), "ADD", conf, node=node_ns, container_id="ctr0", netns=path,
+                      cni_path=cni_bin).ok
+    bad = run_plugin(os.path.join(cni_bin, "vnet"), "ADD", dict(conf, mtu=1), node=node_ns, container_id="x",
+                     netns=path, cni_path=cni_bin)
+    assert bad.code == 1
+
+    def scrape() -> dict[str, float]:
+        with entered(f"/run/netns/{node_ns}"):
+            sock = socket.create_connection(("127.0.0.1", 19477), timeout=5)
+        with sock:
+            sock.sendall(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+            data = b""
+            while chunk := sock.recv(65536):
+                data += chunk
+        body = data.split(b"\r\n\r\n", 1)[1].decode()
+        return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+                for line in body.splitlines() if line and not line.startswith("#")}
+
+    m = scrape()
+    assert m['vnetd_requests_total{plugin="vnet",result="ok",verb="ADD"}'] == 1
+    assert m['vnetd_requests_total{plugin="vnet",result="error",verb="ADD"}'] == 1
+    assert m['vnetd_request_seconds_count{result="ok",verb="ADD"}'] == 1
+    assert m[f'vnetd_pool_addresses{{state_dir="{state_dir}"}}'] == 30
+    assert m[f'vnetd_pool_in_use{{state_dir="{state_dir}"}}'] == 1
+    assert m[f'vnetd_metadata_refresh_age_seconds{{state_dir="{state_dir}"}}'] >= 0
+    assert run_plugin(os.path.join(cni_bin, "vnet"), "DEL", conf, node=node_ns, container_id="ctr0", netns="",
+                      cni_path=cni_bin).ok

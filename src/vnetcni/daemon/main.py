@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.metrics_port:
         from .metrics import Metrics
 
-        metrics = Metrics(refresher, args.state_dir)
+        metrics = Metrics(refresher)
         metrics.serve(args.metrics_port)
         observers.append(metrics.observe)
 

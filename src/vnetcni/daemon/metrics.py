@@ -6,8 +6,8 @@ import time
 
 
 class Metrics:
-    def __init__(self, refresher, state_dir: str) -> None:
-        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+    def __init__(self, refresher) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Histogram
 
         self.registry = CollectorRegistry()
         self.requests = Counter("vnetd_requests", "CNI requests served", ["plugin", "verb", "result"],
@@ -15,50 +15,48 @@ class Metrics:
         self.latency = Histogram("vnetd_request_seconds", "CNI request latency", ["verb", "result"],
                                  buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 10),
                                  registry=self.registry)
-        self._refresher = refresher
-        pool_size = Gauge("vnetd_pool_addresses", "Secondary addresses in the node's pool", ["state_dir"],
-                          registry=self.registry)
-        in_use = Gauge("vnetd_pool_in_use", "Addresses allocated to pods", ["state_dir"], registry=self.registry)
-        age = Gauge("vnetd_metadata_refresh_age_seconds", "Seconds since the pool was last learned",
-                    ["state_dir"], registry=self.registry)
-        failures = Gauge("vnetd_metadata_refresh_failures", "Failed metadata refreshes since start",
-                         ["state_dir"], registry=self.registry)
-        self._gauges = (pool_size, in_use, age, failures)
-        self._state_dir = state_dir
+        self.registry.register(_PoolCollector(refresher))
 
     def observe(self, rec: dict) -> None:
         self.requests.labels(rec["plugin"], rec["verb"], rec["result"]).inc()
         self.latency.labels(rec["verb"], rec["result"]).observe(rec["duration_ms"] / 1000)
-
-    def _update_pools(self) -> None:
-        from ..ipam.allocator import usage
-        from ..ipam.store import IpamStore
-
-        pool_size, in_use, age, failures = self._gauges
-        for t in self._refresher.tracked():
-            sd = t.cfg.state_dir
-            try:
-                state = IpamStore(sd).read()
-            except Exception:
-                continue  # a corrupt state is reported by the plugins themselves
-            held, listed = usage(state)
-            pool_size.labels(sd).set(listed)
-            in_use.labels(sd).set(held)
-            if state.fetched_at is not None:
-                age.labels(sd).set(max(0.0, time.time() - state.fetched_at))
-            failures.labels(sd).set(t.total_failures)
 
     def serve(self, port: int, host: str = "127.0.0.1") -> None:
         from prometheus_client import start_http_server
 
         if host not in ("127.0.0.1", "::1", "localhost"):
             raise ValueError("metrics are served on loopback only")
-        metrics = self
-
-        class _Refreshing:
-            def collect(self):
-                metrics._update_pools()
-                return []
-
-        self.registry.register(_Refreshing())
         start_http_server(port, addr=host, registry=self.registry)
+
+
+class _PoolCollector:
+    """Pool metrics read from the state at scrape time, one series per pool vnetd refreshes."""
+
+    def __init__(self, refresher) -> None:
+        self._refresher = refresher
+
+    def collect(self):
+        from prometheus_client.core import GaugeMetricFamily
+
+        from ..ipam.allocator import usage
+        from ..ipam.store import IpamStore
+
+        size = GaugeMetricFamily("vnetd_pool_addresses", "Secondary addresses in the node's pool", labels=["state_dir"])
+        in_use = GaugeMetricFamily("vnetd_pool_in_use", "Addresses allocated to pods", labels=["state_dir"])
+        age = GaugeMetricFamily("vnetd_metadata_refresh_age_seconds", "Seconds since the pool was last learned",
+                                labels=["state_dir"])
+        failures = GaugeMetricFamily("vnetd_metadata_refresh_failures", "Failed metadata refreshes since start",
+                                     labels=["state_dir"])
+        for t in self._refresher.tracked():
+            sd = t.cfg.state_dir
+            failures.add_metric([sd], t.total_failures)
+            try:
+                state = IpamStore(sd).read()
+            except Exception:
+                continue  # a corrupt state is reported by the plugins themselves
+            held, listed = usage(state)
+            size.add_metric([sd], listed)
+            in_use.add_metric([sd], held)
+            if state.fetched_at is not None:
+                age.add_metric([sd], max(0.0, time.time() - state.fetched_at))
+        yield from (size, in_use, age, failures)
