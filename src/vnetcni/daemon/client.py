@@ -27,6 +27,10 @@ def listening(path: str) -> bool:
 def try_daemon(plugin: str, env: Mapping[str, str], stdin: bytes) -> tuple[bytes, int] | None:
     """(stdout, exit code) from vnetd, or None when no daemon serves this node (or the request
     never reached it), in which case the caller does the work in-process."""
+    from ..cni.invocation import MAX_STDIN_BYTES
+
+    if len(stdin) > MAX_STDIN_BYTES:
+        return None  # the in-process path answers with the decode error the runtime should see
     try:
         config = json.loads(stdin)
     except (ValueError, UnicodeDecodeError, RecursionError):

@@ -53,7 +53,7 @@ class FakeDataplane:
             routes=[(dst, gw) for dst, gw in spec.routes])
         return PodLink(host_mac=host_mac, pod_mac=pod_mac)
 
-    def delete_pod_link(self, host_ifname: str, netns: str = "", ifname: str = "") -> bool:
+    def delete_pod_link(self, host_ifname: str) -> bool:
         host = self.hosts.pop(host_ifname, None)
         if host is None:
             return False

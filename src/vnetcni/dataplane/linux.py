@@ -2,8 +2,9 @@
 
 The pod end of each veth is created directly inside the pod's namespace (one netlink request,
 no move), and the pod side is configured through a netlink socket opened inside that namespace
-by this thread (setns), which is several times cheaper than pyroute2's NetNS helper process.
-Node-side sockets are per thread, so vnetd can serve several pods at once.
+by this thread (setns). The per-pod work goes through the light channel in rtnl.py; the cold
+paths (bridge and uplink set-up, inspection for CHECK) through pyroute2's IPRoute. Sockets are
+per thread, so vnetd serves several pods at once.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class LinuxDataplane:
         self._local = threading.local()
         self._lock_dir = lock_dir
         self._bridges: dict[tuple[str, str, str], BridgeInfo] = {}
+        self._mtus: dict[str, int] = {}
         self._executor = None
 
     # --- sockets -------------------------------------------------------------------------
@@ -176,10 +178,15 @@ class LinuxDataplane:
 
     # --- pods ----------------------------------------------------------------------------
     def uplink_mtu(self, uplink: str) -> int:
-        idx = self._index(self.ipr, uplink)
-        if idx is None:
-            raise CNIError(DATAPLANE_FAILURE, f"uplink interface {uplink!r} does not exist on this node")
-        return self.ipr.get_links(idx)[0].get_attr("IFLA_MTU")
+        """The uplink's MTU, looked up once per process (an MTU change on the node's NIC is a
+        node reconfiguration: restart vnetd)."""
+        mtu = self._mtus.get(uplink)
+        if mtu is None:
+            idx = self._index(self.ipr, uplink)
+            if idx is None:
+                raise CNIError(DATAPLANE_FAILURE, f"uplink interface {uplink!r} does not exist on this node")
+            mtu = self._mtus[uplink] = self.ipr.get_links(idx)[0].get_attr("IFLA_MTU")
+        return mtu
 
     def _bridge_index(self, name: str) -> int | None:
         for (bridge, _, _), info in self._bridges.items():
@@ -251,7 +258,7 @@ class LinuxDataplane:
         future = self._executor.submit(self.delete_pod_link, host_ifname)
         return future.result
 
-    def delete_pod_link(self, host_ifname: str, netns: str = "", ifname: str = "") -> bool:
+    def delete_pod_link(self, host_ifname: str) -> bool:
         try:
             return self._channel().delete_link(host_ifname)
         except NetlinkError as exc:

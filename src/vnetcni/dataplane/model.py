@@ -69,7 +69,7 @@ class Dataplane(Protocol):
     def create_pod_link(self, spec: PodLinkSpec) -> PodLink:
         """Create and configure the veth pair; on failure nothing of it is left behind."""
 
-    def delete_pod_link(self, host_ifname: str, netns: str = "", ifname: str = "") -> bool:
+    def delete_pod_link(self, host_ifname: str) -> bool:
         """Remove the pair (deleting one end removes both). False if it was already gone."""
 
     def begin_delete_pod_link(self, host_ifname: str) -> "Callable[[], bool]":

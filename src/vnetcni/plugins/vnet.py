@@ -127,7 +127,12 @@ class VnetPlugin:
             raise err
         if env["CNI_COMMAND"] == "CHECK" and not versions.at_least(common[-1], "0.4.0"):
             raise err
-        return exec_plugin(binary, env, json.dumps(dict(conf.raw, cniVersion=common[-1])).encode())
+        older = dict(conf.raw, cniVersion=common[-1])
+        if isinstance(older.get("prevResult"), dict):
+            from ..cni.result import convert
+
+            older["prevResult"] = convert(older["prevResult"], common[-1])
+        return exec_plugin(binary, env, json.dumps(older).encode())
 
     # --- ADD -----------------------------------------------------------------------------
     def add(self, inv: Invocation, conf: NetConf) -> Result:
