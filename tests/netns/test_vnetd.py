@@ -109,7 +109,9 @@ def ipam_allocations(state_dir) -> dict[str, str]:
 
 def endpoint_view(state_dir) -> dict:
     eps = json.load(open(os.path.join(state_dir, "endpoints.json")))["endpoints"]
-    return {k: {f: v for f, v in e.items() if f not in ("mac", "hostMac", "bridgeMac", "netns", "created")}
+    assert all(e["ipamStateDir"] == state_dir for e in eps.values())  # where the address was allocated
+    return {k: {f: v for f, v in e.items()
+                if f not in ("mac", "hostMac", "bridgeMac", "netns", "created", "ipamStateDir")}
             for k, e in eps.items()}
 
 

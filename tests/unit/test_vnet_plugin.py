@@ -42,7 +42,11 @@ class FakeIpam:
         self.calls.append("STATUS")
 
     def gc(self, inv, conf, valid):
+        """As vnet-ipam: release this network's allocations the runtime no longer lists."""
         self.calls.append("GC")
+        keep = {(v["containerID"], v["ifname"]) for v in valid}
+        for key in [k for k in self.allocated if k[0] == conf.name and (k[1], k[2]) not in keep]:
+            del self.allocated[key]
 
 
 @pytest.fixture
@@ -159,6 +163,7 @@ def test_gc_removes_attachments_not_listed(world):
     assert list(EndpointStore(sd).all()) == ["vnet/c2/eth0"]
     assert list(ipam.allocated) == [("vnet", "c2", "eth0")]
     assert len(dp.hosts) == 1
+    assert ipam.calls.count("DEL") == 0  # vnet-ipam's GC released c1: no second release
 
 
 @pytest.mark.parametrize("extra,needle", [

@@ -122,7 +122,7 @@ class IpamConfig(FrozenRecord):
                   dns=DNS() if dns is None else dns)
 
     @classmethod
-    def from_sections(cls, ipam: Any, netconf: dict | None = None) -> "IpamConfig":
+    def from_sections(cls, ipam: object, netconf: dict | None = None) -> "IpamConfig":
         """Validate the ipam section (`netconf` supplies the top-level stateDir fallback)."""
         if not isinstance(ipam, dict):
             raise _bad("the ipam section must be a JSON object")

@@ -14,7 +14,6 @@ plugin's `endpoints.json`) and adds the file names to `recovered`; the files are
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 from collections.abc import Callable, Iterator
 from typing import TypeVar

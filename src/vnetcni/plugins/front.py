@@ -25,11 +25,15 @@ def handle(name: str, env, stdin: bytes) -> tuple[bytes, int]:
 
     if env.get("CNI_COMMAND") == "VERSION":
         return dispatch.run(None, env, stdin)  # answered by the contract alone
-    from ..daemon import client
+    import os
 
-    answer = client.try_daemon(name, env, stdin)
-    if answer is not None:
-        return answer
+    # The compiled front door asks vnetd first and says so when it hands over: no second ask.
+    if os.environ.pop("VNET_FRONT_DOOR_TRIED", None) is None:
+        from ..daemon import client
+
+        answer = client.try_daemon(name, env, stdin)
+        if answer is not None:
+            return answer
     plugin = _local_plugin(name)
     try:
         return dispatch.run(plugin, env, stdin)

@@ -33,6 +33,7 @@ extern char **environ;
 
 static char *input;
 static size_t input_len;
+static int daemon_tried; /* vnetd was asked (or is not listening): the Python entry need not ask again */
 
 static void read_stdin(void) {
     size_t cap = 8192;
@@ -67,6 +68,7 @@ static void fallback(void) {
         dup2(fd, 0);
         close(fd);
     }
+    if (daemon_tried) setenv("VNET_FRONT_DOOR_TRIED", "1", 1);
     char *argv[] = {(char *)FALLBACK, NULL};
     execve(FALLBACK, argv, environ);
     printf("{\"cniVersion\": \"1.0.0\", \"code\": 50, \"msg\": \"cannot execute %s: %s\"}\n",
@@ -195,6 +197,7 @@ int main(void) {
     struct sockaddr_un addr = {.sun_family = AF_UNIX};
     if (snprintf(addr.sun_path, sizeof addr.sun_path, "%s/vnetd.sock", state_dir) >= (int)sizeof addr.sun_path)
         fallback();
+    daemon_tried = 1;
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0 || connect(fd, (struct sockaddr *)&addr, sizeof addr) != 0) fallback();
 

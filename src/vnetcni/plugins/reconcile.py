@@ -15,9 +15,6 @@ from dataclasses import dataclass, field
 from ..dataplane.netns import netns_missing
 from .endpoints import EndpointStore
 
-RELEASE_COOLDOWN_SECONDS = 30.0  # vnet-ipam's default: stale ARP elsewhere may still point here
-
-
 @dataclass
 class Reconciled:
     pruned: list[dict] = field(default_factory=list)
@@ -37,11 +34,11 @@ def reconcile(state_dir: str, dataplane, clock=time.time, dry_run: bool = False)
     if dry_run:
         out.pruned = [r for _, r in stale]
         return out
-    ipam_file = os.path.join(state_dir, "ipam.json")
     for key, rec in stale:
         dataplane.delete_pod_link(rec["hostIfName"])
-        if rec.get("ipam") == "vnet-ipam" and os.path.exists(ipam_file):
-            _release(state_dir, rec, clock())
+        ipam_dir = rec.get("ipamStateDir", state_dir)  # older records: vnet-ipam beside vnet
+        if rec.get("ipam") == "vnet-ipam" and os.path.exists(os.path.join(ipam_dir, "ipam.json")):
+            _release(ipam_dir, rec, clock())
         else:
             out.not_released.extend(rec.get("ips", []))
         store.remove(key)
@@ -49,12 +46,12 @@ def reconcile(state_dir: str, dataplane, clock=time.time, dry_run: bool = False)
     return out
 
 
-def _release(state_dir: str, rec: dict, now: float) -> None:
+def _release(ipam_dir: str, rec: dict, now: float) -> None:
     from ..ipam.allocator import release
+    from ..ipam.config import DEFAULT_COOLDOWN_SECONDS
     from ..ipam.model import allocation_key
     from ..ipam.store import IpamStore
 
-    store = IpamStore(state_dir)
-    with store.transaction() as state:
-        release(state, allocation_key(rec["network"], rec["containerId"], rec["ifName"]), now,
-                RELEASE_COOLDOWN_SECONDS)
+    key = allocation_key(rec["network"], rec["containerId"], rec["ifName"])
+    # The pod is gone, but stale ARP elsewhere may still point here: the usual cooldown applies.
+    IpamStore(ipam_dir).apply(lambda state: release(state, key, now, DEFAULT_COOLDOWN_SECONDS))

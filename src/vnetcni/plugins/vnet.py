@@ -123,9 +123,12 @@ class VnetPlugin:
         theirs = set((answer or {}).get("supportedVersions") or [])
         common = [v for v in versions.SUPPORTED_VERSIONS if v in theirs
                   and versions.parse(v) < versions.parse(conf.cni_version)]
+        verb = env["CNI_COMMAND"]
+        if verb in ("STATUS", "GC") and not (common and versions.at_least(common[-1], "1.1.0")):
+            return None  # an IPAM from before 1.1.0 knows neither: ready, and nothing to collect
         if not common:
             raise err
-        if env["CNI_COMMAND"] == "CHECK" and not versions.at_least(common[-1], "0.4.0"):
+        if verb == "CHECK" and not versions.at_least(common[-1], "0.4.0"):
             raise err
         older = dict(conf.raw, cniVersion=common[-1])
         if isinstance(older.get("prevResult"), dict):
@@ -184,6 +187,7 @@ class VnetPlugin:
                 "dns": (conf.dns or ipam_result.dns.to_dict()),
                 "netns": inv.netns, "podName": inv.pod_name, "podNamespace": inv.pod_namespace,
                 "ipam": settings.ipam_type,
+                **({"ipamStateDir": self._ipam_state_dir(conf)} if settings.ipam_type == IN_PROCESS_IPAM else {}),
                 "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             }
             store.put(record)
@@ -196,6 +200,12 @@ class VnetPlugin:
             self._undo_ipam(inv, conf, settings)
             raise
         return self._result_from_record(record)
+
+    @staticmethod
+    def _ipam_state_dir(conf: NetConf) -> str:
+        from ..ipam.config import IpamConfig
+
+        return IpamConfig.from_netconf(conf).state_dir
 
     def _undo_ipam(self, inv: Invocation, conf: NetConf, settings: Settings) -> None:
         try:
@@ -293,22 +303,22 @@ class VnetPlugin:
 
     # --- STATUS and GC -------------------------------------------------------------------
     def status(self, inv: Invocation, conf: NetConf) -> None:
-        settings = Settings(conf)
-        if settings.ipam_type == IN_PROCESS_IPAM:
-            self._ipam_call("STATUS", inv, conf, settings)
+        """Ready when the IPAM plugin is (the spec: a plugin that delegates asks its delegate)."""
+        self._ipam_call("STATUS", inv, conf, Settings(conf))
 
     def gc(self, inv: Invocation, conf: NetConf, valid: list[dict]) -> None:
         settings = Settings(conf)
         keep = {(v.get("containerID"), v.get("ifname")) for v in valid}
         store = EndpointStore(settings.state_dir)
         dp = self.dataplane(settings)
-        for key, rec in list(store.all().items()):
-            if rec["network"] != conf.name or (rec["containerId"], rec["ifName"]) in keep:
-                continue
+        stale = {key: rec for key, rec in store.all().items()
+                 if rec["network"] == conf.name and (rec["containerId"], rec["ifName"]) not in keep}
+        for rec in stale.values():
             dp.delete_pod_link(rec["hostIfName"])
-            stale = Invocation(command="DEL", container_id=rec["containerId"], netns="",
-                               ifname=rec["ifName"], path=inv.path, stdin=inv.stdin)
-            self._ipam_call("DEL", stale, conf, settings)
-            store.remove(key)
+            if settings.ipam_type != IN_PROCESS_IPAM:  # an IPAM without GC: release one by one
+                self._ipam_call("DEL", Invocation(command="DEL", container_id=rec["containerId"], netns="",
+                                                  ifname=rec["ifName"], path=inv.path, stdin=inv.stdin),
+                                conf, settings)
         if settings.ipam_type == IN_PROCESS_IPAM:
-            self._ipam_call("GC", inv, conf, settings, valid)
+            self._ipam_call("GC", inv, conf, settings, valid)  # releases every unlisted allocation
+        store.doc.apply(lambda doc: [doc["endpoints"].pop(key, None) for key in stale])

@@ -64,16 +64,16 @@ def atomic_write(path: str, data: bytes, mode: int = 0o600) -> None:
     tmp = f"{path}.tmp-{os.getpid()}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
-        view = memoryview(data)
-        while view:
-            n = os.write(fd, view)
-            view = view[n:]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    try:
+        try:
+            view = memoryview(data)
+            while view:
+                n = os.write(fd, view)
+                view = view[n:]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.rename(tmp, path)
-    except BaseException:
+    except BaseException:  # a full disk, an I/O error: no temp file is left behind
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
@@ -106,10 +106,6 @@ class DurableDocument:
         with contextlib.suppress(OSError):
             fsync_dir(os.path.dirname(self.path) or ".")
         raise CorruptState(self.path, moved, why)
-
-    def _unreadable(self, raw: bytes) -> str:
-        """Why raw is not a readable document of ours ("" when it is)."""
-        return self._decode(raw)[1]
 
     def _decode(self, raw: bytes) -> tuple[dict | None, str]:
         """(document, "") or (None, why it is unreadable); the JSON is parsed once. Subclasses
@@ -229,9 +225,6 @@ class DurableDocument:
         doc["kind"] = self.kind
         doc["schemaVersion"] = self.schema_version
         return encode_document(doc)
-
-    def write_unlocked(self, doc: dict) -> None:
-        self._write_bytes(self._encode(doc))
 
     def _write_bytes(self, data: bytes) -> None:
         try:
