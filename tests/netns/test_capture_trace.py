@@ -4,6 +4,8 @@ every hop reported, the last hop a dropped flow was seen on, waiting for a flow,
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 
 import pytest
@@ -80,6 +82,37 @@ def test_trace_waits_for_a_flow_made_elsewhere(vnet):
     assert report["generated"] is None and report["complete"] is True
     assert all(h["forwardKinds"][0] == "S" and h["replyKinds"] == ["SA"]
                for h in report["hops"]), report["hops"]
+
+
+def _children_named(parent: int, comm: str) -> list[int]:
+    """The pids of parent's children whose command name is `comm` (from /proc/PID/stat)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        name, rest = stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2:].split()
+        if name == comm and int(rest[1]) == parent:
+            found.append(int(entry))
+    return found
+
+
+def test_trace_wait_stops_as_soon_as_a_capture_dies(vnet):
+    run = CliRun("trace", "web-a", "--fabric", vnet.path, "--to", "10.99.0.7:8080", "--wait", "600")
+    try:
+        run.wait_for("listening on 8 hops")
+        dumps = _children_named(run.proc.pid, "tcpdump")
+        assert len(dumps) == 8
+        os.kill(dumps[3], signal.SIGKILL)
+        code = run.wait(60)  # it was told to wait 600 s: only noticing the dead capture ends it
+    finally:
+        run.kill()
+    assert code == 1, run.stderr
+    assert "a capture ended early" in run.stderr
 
 
 def test_trace_within_one_node(namespaces, vnet):

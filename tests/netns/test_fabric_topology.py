@@ -89,9 +89,8 @@ def test_fabric_json_describes_every_node_in_the_agreed_format(small_fabric):
 
 def test_each_node_sees_only_its_own_metadata(small_fabric):
     for node in small_fabric.nodes:
-        status, body = services._get_inside(node.netns, naming.METADATA_PORT, naming.METADATA_PATH, 2.0)
-        assert status == 200
-        text = body.decode()
+        # fetch_metadata raises MetadataError unless the service answers HTTP 200
+        text = services.fetch_metadata(node.netns, naming.metadata_url(), 2.0).decode()
         assert node.mac.replace(":", "").upper() in text
         for other in small_fabric.nodes:
             if other is not node:

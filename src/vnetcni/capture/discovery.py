@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from ..dataplane.netns import NETNS_DIR, netns_path
 from . import netlink
 from .errors import CaptureError, PodNotFound
 from .nodes import Node
@@ -117,12 +118,12 @@ def netns_holding(address: str) -> list[str]:
     """The named network namespaces (/run/netns/*) with an interface that has `address` (several
     namespaces may reuse one address; the caller keeps the one peered into its node)."""
     try:
-        names = sorted(os.listdir("/run/netns"))
+        names = sorted(os.listdir(NETNS_DIR))
     except OSError:
         return []
     found = []
     for name in names:
-        path = f"/run/netns/{name}"
+        path = netns_path(name)
         try:
             with netlink.route_socket(path) as ipr:
                 if any(a.split("/")[0] == address for a in netlink.addresses(ipr)):

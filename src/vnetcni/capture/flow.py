@@ -30,14 +30,24 @@ def _family(address: str) -> int:
     return socket.AF_INET6 if ipaddress.ip_address(address).version == 6 else socket.AF_INET
 
 
+def _bound_socket_in(pod_netns: str, family: int, kind: int, proto: int, source: str) -> socket.socket:
+    """A socket made inside the pod's namespace and bound to `source` (closed if the bind fails)."""
+    with entered(pod_netns):
+        sock = socket.socket(family, kind, proto)
+    try:
+        sock.bind((source, 0))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 class TcpProbe:
     """A TCP socket in the pod's namespace, bound to a known source port, connected on demand."""
 
     def __init__(self, pod_netns: str, source: str, destination: str, port: int) -> None:
         self.destination, self.port = destination, port
-        with entered(pod_netns):
-            self.sock = socket.socket(_family(destination), socket.SOCK_STREAM)
-        self.sock.bind((source, 0))
+        self.sock = _bound_socket_in(pod_netns, _family(destination), socket.SOCK_STREAM, 0, source)
         self.source_port = self.sock.getsockname()[1]
 
     def run(self, timeout: float) -> FlowOutcome:
@@ -75,9 +85,7 @@ class IcmpProbe:
         self.destination = destination
         self.v6 = _family(destination) == socket.AF_INET6
         proto = socket.IPPROTO_ICMPV6 if self.v6 else socket.IPPROTO_ICMP
-        with entered(pod_netns):
-            self.sock = socket.socket(_family(destination), socket.SOCK_RAW, proto)
-        self.sock.bind((source, 0))
+        self.sock = _bound_socket_in(pod_netns, _family(destination), socket.SOCK_RAW, proto, source)
         self.ident = os.getpid() & 0xFFFF
 
     def run(self, timeout: float) -> FlowOutcome:

@@ -79,11 +79,10 @@ def plan(source: Pod, dest: Destination, fabric: Fabric | None) -> list[Hop]:
     """The hops in the forward direction; a reply crosses them in reverse."""
     src_node = source.node
     if dest.node is not None and dest.node.name == src_node.name:
-        hops = [Hop(src_node.name, src_node.netns, source.host.host_if, "pod veth")]
-        if source.host.bridge:
-            hops.append(Hop(src_node.name, src_node.netns, source.host.bridge, "bridge"))
+        # Node-local: the source's veth and bridge, then the destination pod's veth (no uplink).
+        hops = _node_side(src_node, source, None)
         if dest.pod is not None:
-            hops.append(Hop(src_node.name, src_node.netns, dest.pod.host.host_if, "pod veth"))
+            hops.append(_node_side(src_node, dest.pod, None)[0])
         return hops
     hops = _node_side(src_node, source, fabric)
     if dest.node is not None:

@@ -12,22 +12,18 @@ import json
 import os
 from dataclasses import dataclass, field
 
+from ..dataplane import netns as nsutil
 from ..plugins.endpoints import DEFAULT_STATE_DIR
+from ..sim.model import FABRIC_FILE, list_fabrics
+from ..sim.naming import NODE_BRIDGE, root_dir
 from .errors import BadInput, PodNotFound
-
-SIM_ROOT_ENV = "VNET_SIM_ROOT"
-DEFAULT_SIM_ROOT = "/run/vnet-sim"
-DEFAULT_BRIDGE = "azure0"
-
-
-def sim_root() -> str:
-    return os.environ.get(SIM_ROOT_ENV, DEFAULT_SIM_ROOT)
 
 
 def netns_path(name_or_path: str | None) -> str | None:
+    """A namespace path as given, or the path of a named one (/run/netns/NAME); None for none."""
     if not name_or_path:
         return None
-    return name_or_path if name_or_path.startswith("/") else f"/run/netns/{name_or_path}"
+    return name_or_path if name_or_path.startswith("/") else nsutil.netns_path(name_or_path)
 
 
 @dataclass(frozen=True)
@@ -37,7 +33,7 @@ class Node:
     name: str
     netns: str | None
     state_dir: str
-    bridge: str = DEFAULT_BRIDGE
+    bridge: str = NODE_BRIDGE
     uplink: str | None = None
     primary: str | None = None
     fabric_port: str | None = None
@@ -68,38 +64,29 @@ def this_host(state_dir: str | None) -> Node:
     return Node(name="this host", netns=None, state_dir=state_dir or DEFAULT_STATE_DIR)
 
 
-def fabric_names() -> list[str]:
-    root = sim_root()
-    try:
-        entries = sorted(os.listdir(root))
-    except OSError:
-        return []
-    return [e for e in entries if os.path.isfile(os.path.join(root, e, "fabric.json"))]
-
-
 def load_fabric(name_or_path: str | None) -> Fabric:
     """The named fabric, the one at a path, or (no name) the only one there is."""
     if name_or_path and ("/" in name_or_path or name_or_path.endswith(".json")):
         path = name_or_path
         if os.path.isdir(path):
-            path = os.path.join(path, "fabric.json")
+            path = os.path.join(path, FABRIC_FILE)
     else:
-        names = fabric_names()
+        names = list_fabrics()
         if not name_or_path:
             if not names:
-                raise BadInput("no simulated VNet is running (no fabric.json under "
-                               f"{sim_root()})", "start one with `vnetctl fabric up --name NAME`")
+                raise BadInput(f"no simulated VNet is running (no {FABRIC_FILE} under "
+                               f"{root_dir()})", "start one with `vnetctl fabric up --name NAME`")
             if len(names) > 1:
                 raise BadInput(f"several simulated VNets are running ({', '.join(names)})",
                                "pick one with --fabric NAME")
             name_or_path = names[0]
-        path = os.path.join(sim_root(), name_or_path, "fabric.json")
+        path = os.path.join(root_dir(), name_or_path, FABRIC_FILE)
     try:
         with open(path) as f:
             raw = json.load(f)
     except FileNotFoundError:
         raise PodNotFound(f"no simulated VNet {name_or_path!r} ({path} does not exist)",
-                          f"running: {', '.join(fabric_names()) or 'none'}") from None
+                          f"running: {', '.join(list_fabrics()) or 'none'}") from None
     except (OSError, ValueError) as exc:
         raise BadInput(f"cannot read {path}: {exc}") from None
     return parse_fabric(raw, path)
@@ -116,7 +103,7 @@ def parse_fabric(raw: dict, path: str) -> Fabric:
             name=str(n["name"]),
             netns=netns_path(str(n["netns"])),
             state_dir=str(n.get("stateDir") or DEFAULT_STATE_DIR),
-            bridge=str(n.get("bridge") or DEFAULT_BRIDGE),
+            bridge=str(n.get("bridge") or NODE_BRIDGE),
             uplink=_uplink_name(n.get("eth0")),
             primary=_address(n.get("primary")),
             fabric_port=n.get("fabricPort") if isinstance(n.get("fabricPort"), str) else None,

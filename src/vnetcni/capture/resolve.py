@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from ..dataplane import netns as nsutil
 from . import discovery
 from .discovery import HostSide
 from .endpoints import (as_address, display_name, load_records, match_records, record_addresses,
@@ -117,7 +118,7 @@ def _discover(query: str, namespace: str | None, node: Node, fabric: Fabric | No
         return Pod(query, node, host)
     name, _ = split_pod_name(query, namespace)
     where = os.path.join(node.state_dir, "endpoints.json")
-    netns_tried = query if query.startswith("/") else f"/run/netns/{name}"
+    netns_tried = query if query.startswith("/") else nsutil.netns_path(name)
     raise PodNotFound(
         f"unknown pod {query!r}: no such pod name, address or container ID in {where} "
         f"({n_records} endpoint{'s' if n_records != 1 else ''}) and no network namespace "

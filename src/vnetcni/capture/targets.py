@@ -8,7 +8,8 @@ import dataclasses
 
 from .endpoints import load_records, match_records
 from .errors import CaptureError, PodNotFound
-from .nodes import Fabric, Node, fabric_names, load_fabric, this_host
+from ..sim.model import list_fabrics
+from .nodes import Fabric, Node, load_fabric, this_host
 from .resolve import Pod, locate, resolve
 
 
@@ -50,7 +51,7 @@ def find_pod(query: str, namespace: str | None = None, node_name: str | None = N
 def _in_running_fabrics(query: str, namespace: str | None) -> list[tuple[Fabric, Node]]:
     """The (fabric, node) pairs of running simulated VNets whose records name this pod."""
     found = []
-    for name in fabric_names():
+    for name in list_fabrics():
         try:
             fabric = load_fabric(name)
             found += [(fabric, node) for node in fabric.nodes

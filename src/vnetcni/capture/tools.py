@@ -9,7 +9,6 @@ import subprocess
 
 from .errors import BadInput, NoPermission, ToolMissing
 
-CAP_NET_ADMIN = 12
 CAP_NET_RAW = 13
 CAP_SYS_ADMIN = 21
 TCPDUMP_ENV = "VNETCNI_TCPDUMP"  # an explicit tcpdump binary (tests point it at a missing path)

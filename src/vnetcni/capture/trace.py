@@ -95,15 +95,15 @@ def run_trace(source: Pod, dest: Destination, hops: list[Hop], wait: float | Non
     if wait is None and not source.host.pod_netns:
         raise BadInput(f"the network namespace of pod {source.name} is unknown, so the flow cannot "
                        "be made from inside it", "use --wait SECONDS and make the flow yourself")
-    probe = None
-    if wait is None:
-        probe = (TcpProbe(source.host.pod_netns, src_ip, dest.address, dest.port)
-                 if dest.port is not None else IcmpProbe(source.host.pod_netns, src_ip, dest.address))
-    sport = probe.source_port if isinstance(probe, TcpProbe) else None
     directory = keep_dir or tempfile.mkdtemp(prefix="vnetctl-trace-")
-    os.makedirs(directory, exist_ok=True)
+    probe = None
     captures = None
     try:
+        os.makedirs(directory, exist_ok=True)
+        if wait is None:
+            probe = (TcpProbe(source.host.pod_netns, src_ip, dest.address, dest.port)
+                     if dest.port is not None else IcmpProbe(source.host.pod_netns, src_ip, dest.address))
+        sport = probe.source_port if isinstance(probe, TcpProbe) else None
         captures = _Captures(hops, directory, flow_filter(src_ip, dest.address, dest.port, sport))
         captures.start()
         say(f"listening on {len(hops)} hops: {', '.join(h.label for h in hops)}")
@@ -140,10 +140,17 @@ def run_trace(source: Pod, dest: Destination, hops: list[Hop], wait: float | Non
 
 
 def _wait_for_flow(captures: _Captures, seconds: float, src: str, dest: Destination) -> None:
-    """Listen up to `seconds`; stop early once the reply is back at the source pod's veth."""
+    """Listen up to `seconds`; stop early once the reply is back at the source pod's veth, and
+    fail as soon as a capture ends on its own (its hop would be blind for the rest of the wait)."""
     deadline = time.monotonic() + seconds
+    parsed_size = -1
     while time.monotonic() < deadline:
         time.sleep(0.2)
+        _check_running(captures)
+        size = captures.sizes()[0]
+        if size == parsed_size:
+            continue  # nothing new at the source pod's veth since the last look
+        parsed_size = size
         probe = HopResult(Hop("", None, "", ""))
         try:
             classify(probe, pcap.packets(captures.files[0]), src, dest.address, dest.port, None)
@@ -152,6 +159,10 @@ def _wait_for_flow(captures: _Captures, seconds: float, src: str, dest: Destinat
         if probe.reply:
             captures.settle()
             return
+    _check_running(captures)
+
+
+def _check_running(captures: _Captures) -> None:
     if not all(d.running() for d in captures.dumps):
         raise CaptureError("a capture ended early: " +
                            "; ".join(d.error_text() for d in captures.dumps if not d.running()))

@@ -94,7 +94,9 @@ def capture(
         from ..capture.targets import find_pod
 
         tools.tcpdump_path()
-        tools.require_privileges(enter_namespaces=bool(node or fabric or in_pod))
+        # Always: even without --node/--fabric/--in-pod, find_pod may look for the pod in a
+        # running simulated VNet's node namespaces or discover it through its netns.
+        tools.require_privileges(enter_namespaces=True)
         tools.check_filter(bpf_filter)
         found, _ = find_pod(pod, namespace, node, fabric, state_dir)
         for note in found.notes:

@@ -121,8 +121,8 @@ class Server:
                 if not _peer_is_root(conn):
                     return  # the socket is 0600 already; belt and braces
                 data = self._read(conn)
-                if data is None:
-                    return
+                if not data:
+                    return  # oversized, or a liveness probe that connected and said nothing
                 conn.sendall(self._answer(data))
         except OSError as exc:
             log.warning("client connection failed: %s", exc)

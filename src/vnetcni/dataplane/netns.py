@@ -13,7 +13,13 @@ import os
 from typing import Iterator
 
 CLONE_NEWNET = 0x40000000
+NETNS_DIR = "/run/netns"  # where `ip netns add NAME` bind-mounts a named namespace
 _libc = ctypes.CDLL(None, use_errno=True)
+
+
+def netns_path(name: str) -> str:
+    """The path of the named network namespace NAME (as `ip netns` names it)."""
+    return f"{NETNS_DIR}/{name}"
 
 
 def setns(fd: int, nstype: int = CLONE_NEWNET) -> None:

@@ -104,12 +104,14 @@ def install(bin_dir: str, conf_dir: str = "", compile_front: bool = True, confli
 
 def default_conflist(name: str = "vnet", bridge: str = "azure0", state_dir: str = "/var/run/vnet",
                      metadata_url: str = "", metadata_file: str = "", uplink: str = "",
-                     cni_version: str = "1.0.0") -> dict:
+                     cni_version: str = "1.0.0", reuse_cooldown: float | None = None) -> dict:
     ipam: dict = {"type": "vnet-ipam", "stateDir": state_dir}
     if metadata_url:
         ipam["metadataUrl"] = metadata_url
     if metadata_file:
         ipam["metadataFile"] = metadata_file
+    if reuse_cooldown is not None:
+        ipam["reuseCooldownSeconds"] = reuse_cooldown
     main: dict = {"type": "vnet", "bridge": bridge, "stateDir": state_dir, "ipam": ipam}
     if uplink:
         main["uplink"] = uplink

@@ -23,7 +23,9 @@ import shutil
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
+from ..daemon.protocol import SOCKET_NAME
 from ..ipam.metadata import render_node
+from ..plugins.install import default_conflist
 from . import enforcement, kernel, model, naming, processes, services
 from .addressing import AddressPlan, NodeAddresses, plan_addresses
 from .errors import SimError
@@ -62,26 +64,11 @@ def fabric_lock() -> Iterator[None]:
 
 
 def conflist_for(node: NodeRecord, reuse_cooldown: float) -> dict:
-    """The node's CNI configuration: vnet (bridge mode, eth0 as uplink) then portmap."""
-    return {
-        "cniVersion": "1.0.0",
-        "name": NETWORK_NAME,
-        "plugins": [
-            {
-                "type": "vnet",
-                "bridge": node.bridge,
-                "uplink": node.eth0,
-                "stateDir": node.stateDir,
-                "ipam": {
-                    "type": "vnet-ipam",
-                    "metadataUrl": node.metadataUrl,
-                    "stateDir": node.stateDir,
-                    "reuseCooldownSeconds": reuse_cooldown,
-                },
-            },
-            {"type": "portmap", "capabilities": {"portMappings": True}},
-        ],
-    }
+    """The node's CNI configuration, as `vnetctl install` writes one: vnet (bridge mode, eth0 as
+    uplink, the node's own metadata service) then portmap."""
+    return default_conflist(name=NETWORK_NAME, bridge=node.bridge, state_dir=node.stateDir,
+                            metadata_url=node.metadataUrl, uplink=node.eth0, cni_version="1.0.0",
+                            reuse_cooldown=reuse_cooldown)
 
 
 # --- up ------------------------------------------------------------------------------------
@@ -137,7 +124,7 @@ def _build(record: FabricRecord, plan: AddressPlan, opts: FabricOptions, progres
     progress("waiting for every node's metadata service to answer")
     for node in record.nodes:
         log = os.path.join(record.directory, node.name, "metadata.log")
-        services.wait_metadata(node.netns, naming.METADATA_PORT, naming.METADATA_PATH, node.metadataPid,
+        services.wait_metadata(node.netns, node.metadataUrl, node.metadataPid,
                                node.mac.replace(":", "").upper().encode(), log)
     if opts.vnetd and services.vnetd_available():
         progress("starting vnetd on every node")
@@ -145,7 +132,7 @@ def _build(record: FabricRecord, plan: AddressPlan, opts: FabricOptions, progres
             log = os.path.join(record.directory, node.name, "vnetd.log")
             node.vnetdPid = services.start_vnetd(node.netns, node.stateDir, log)
         for node in record.nodes:
-            services.wait_vnetd(node.vnetdPid, os.path.join(node.stateDir, "vnetd.sock"),
+            services.wait_vnetd(node.vnetdPid, os.path.join(node.stateDir, SOCKET_NAME),
                                 os.path.join(record.directory, node.name, "vnetd.log"))
 
     progress("fabric accounting" + (" and source-address enforcement" if record.enforceSource else ""))
@@ -189,11 +176,16 @@ def _build_node(record: FabricRecord, node: NodeRecord, prefixlen: int, opts: Fa
 
 # --- health, leftovers, down ---------------------------------------------------------------
 def is_healthy(name: str) -> bool:
-    """Recorded as complete, every namespace present and every recorded daemon alive in it."""
+    """The fabric is up and whole (see record_is_healthy); False when it has no readable record."""
     try:
         rec = model.load(name)
     except LookupError:
         return False
+    return record_is_healthy(rec)
+
+
+def record_is_healthy(rec: FabricRecord) -> bool:
+    """Recorded as complete, every namespace present and every recorded daemon alive in it."""
     if not rec.complete or not kernel.netns_exists(rec.fabricNetns):
         return False
     for n in rec.nodes:
@@ -241,11 +233,10 @@ def _teardown(name: str, progress: Progress) -> dict:
                     processes.stop(pid)
                     removed["processes"] += 1
     for ns in owned_namespaces(name):
-        pids = kernel.netns_pids(ns)
-        if pids:
-            progress(f"stopping {len(pids)} process(es) left in {ns}")
-            processes.kill_all_in(ns)
-            removed["processes"] += len(pids)
+        stopped = processes.kill_all_in(ns)
+        if stopped:
+            progress(f"stopped {len(stopped)} process(es) left in {ns}")
+            removed["processes"] += len(stopped)
         progress(f"deleting namespace {ns}")
         kernel.netns_del(ns)
         removed["namespaces"] += 1

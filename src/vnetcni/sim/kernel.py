@@ -10,9 +10,8 @@ import json
 import os
 import subprocess
 
+from ..dataplane.netns import NETNS_DIR, netns_path
 from .errors import SimError
-
-NETNS_DIR = "/run/netns"
 
 
 def run(argv: list[str], *, stdin: str | None = None, check: bool = True,
@@ -43,7 +42,7 @@ def netns_list() -> set[str]:
 
 
 def netns_exists(name: str) -> bool:
-    return os.path.exists(os.path.join(NETNS_DIR, name))
+    return os.path.exists(netns_path(name))
 
 
 def netns_add(name: str) -> None:
@@ -70,13 +69,6 @@ def exec_in(netns: str, argv: list[str], *, stdin: str | None = None, check: boo
             timeout: float = 60.0) -> subprocess.CompletedProcess:
     """Run a command inside a namespace (with its own /sys, as `ip netns exec` mounts it)."""
     return run(["ip", "netns", "exec", netns, *argv], stdin=stdin, check=check, timeout=timeout)
-
-
-def link_packets(netns: str, ifname: str) -> tuple[int, int]:
-    """(rx_packets, tx_packets) of an interface in a namespace."""
-    out = ip(netns, "-s", "-j", "link", "show", "dev", ifname).stdout
-    stats = json.loads(out)[0]["stats64"]
-    return int(stats["rx"]["packets"]), int(stats["tx"]["packets"])
 
 
 def links(netns: str) -> list[dict]:

@@ -14,6 +14,7 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 
+from ..dataplane.netns import netns_path
 from ..state.durable import atomic_write
 from . import naming
 
@@ -40,7 +41,7 @@ class NodeRecord:
 
     @property
     def netns_path(self) -> str:
-        return f"/run/netns/{self.netns}"
+        return netns_path(self.netns)
 
 
 @dataclass
@@ -108,6 +109,6 @@ def load(name: str) -> FabricRecord:
 def list_fabrics() -> list[str]:
     try:
         entries = sorted(os.listdir(naming.root_dir()))
-    except FileNotFoundError:
+    except OSError:  # none yet, or unreadable: no fabric to name
         return []
     return [e for e in entries if os.path.isfile(os.path.join(naming.root_dir(), e, FABRIC_FILE))]

@@ -19,7 +19,6 @@ FABRIC_BRIDGE = "vnet0"          # the VNet's L2 segment, inside the fabric name
 NODE_UPLINK = "eth0"             # the node's NIC, inside the node namespace
 NODE_BRIDGE = "azure0"           # the bridge the vnet plugin builds on a node
 METADATA_PORT = 16999            # the node-local metadata service (127.0.0.1 inside the node)
-METADATA_PATH = "/machine/plugins?comp=nmagent&type=getinterfaceinfov1"
 
 _FABRIC_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,22}[a-z0-9])?$")
 _POD_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")  # a DNS-1123 label, as Kubernetes
@@ -80,4 +79,8 @@ def owned_netns_pattern(name: str) -> re.Pattern[str]:
 
 
 def metadata_url(port: int = METADATA_PORT) -> str:
-    return f"http://127.0.0.1:{port}{METADATA_PATH}"
+    """The node-local metadata service's URL, on the path the service answers (imported here, not
+    at module level: ipam.server pulls in http.server, and every `vnetctl` command imports naming)."""
+    from ..ipam.server import METADATA_PATH_AND_QUERY
+
+    return f"http://127.0.0.1:{port}{METADATA_PATH_AND_QUERY}"

@@ -19,6 +19,7 @@ import secrets
 from dataclasses import asdict, dataclass
 
 from ..cni.errors import CNIError
+from ..dataplane.netns import netns_path
 from ..state.durable import DurableDocument
 from . import kernel, naming
 from .errors import SimError
@@ -46,7 +47,7 @@ class PodRecord:
 
     @property
     def netns_path(self) -> str:
-        return f"{kernel.NETNS_DIR}/{self.netns}"
+        return netns_path(self.netns)
 
     @property
     def address(self) -> str:
@@ -106,7 +107,7 @@ def add_pod(fabric: FabricRecord, node_name: str, name: str, namespace: str = "d
     rt = runtime or runtime_for(node)
     container_id = secrets.token_hex(32)
     netns = naming.pod_netns(fabric.name, container_id)
-    path = f"{kernel.NETNS_DIR}/{netns}"
+    path = netns_path(netns)
     args = k8s_args(namespace, name, container_id)
     kernel.netns_add(netns)
     try:
@@ -144,16 +145,20 @@ def delete_pod(fabric: FabricRecord, node_name: str, name: str, namespace: str =
 
 
 def _teardown(rt: CniRuntime, record: PodRecord) -> None:
+    """DEL twice, then remove the sandbox's namespace; the namespace goes even when a DEL fails,
+    so a failed teardown never strands it (a DEL retried later works from the plugin's records)."""
     args = k8s_args(record.namespace, record.name, record.containerId)
-    netns_path = record.netns_path if kernel.netns_exists(record.netns) else ""
-    rt.delete(record.containerId, netns_path, record.ifname, args, prev_result=record.result)
-    rt.delete(record.containerId, "", record.ifname, args)
-    kernel.netns_del(record.netns)
+    sandbox = record.netns_path if kernel.netns_exists(record.netns) else ""
+    try:
+        rt.delete(record.containerId, sandbox, record.ifname, args, prev_result=record.result)
+        rt.delete(record.containerId, "", record.ifname, args)
+    finally:
+        kernel.netns_del(record.netns)
 
 
-def node_usage(fabric: FabricRecord) -> dict[str, int]:
-    """Pods per node, from the fabric's records."""
+def node_usage(fabric: FabricRecord, listed: list[PodRecord] | None = None) -> dict[str, int]:
+    """Pods per node, from the fabric's records (or from `listed`, when the caller already read them)."""
     usage = {n.name: 0 for n in fabric.nodes}
-    for p in list_pods(fabric):
+    for p in list_pods(fabric) if listed is None else listed:
         usage[p.node] = usage.get(p.node, 0) + 1
     return usage

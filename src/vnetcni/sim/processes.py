@@ -13,21 +13,22 @@ import signal
 import subprocess
 import time
 
+from ..dataplane.netns import netns_path
 from . import kernel
 
 
-# Daemons this process started and has not stopped yet: kept so that stopping one also reaps it
+# Daemons this process started and has not reaped yet: kept so that stopping one also reaps it
 # (a `vnetctl fabric up` exits and leaves them to init; a test that built the fabric in-process
 # stops and reaps its own children).
 _spawned: dict[int, subprocess.Popen] = {}
 
 
-def spawn_in_netns(netns: str, argv: list[str], log_path: str, env: dict | None = None) -> int:
+def spawn_in_netns(netns: str, argv: list[str], log_path: str) -> int:
     """Start argv inside netns, detached, output appended to log_path; its pid."""
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(["ip", "netns", "exec", netns, *argv], stdin=subprocess.DEVNULL,
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                close_fds=True, env=env)
+                                close_fds=True)
     _spawned[proc.pid] = proc
     return proc.pid  # `ip netns exec` execs argv: this is the daemon's own pid
 
@@ -45,7 +46,7 @@ def in_netns(pid: int, netns: str) -> bool:
     """True when pid is alive and its network namespace is /run/netns/<netns>."""
     try:
         mine = os.stat(f"/proc/{pid}/ns/net")
-        theirs = os.stat(os.path.join(kernel.NETNS_DIR, netns))
+        theirs = os.stat(netns_path(netns))
     except OSError:
         return False
     return (mine.st_dev, mine.st_ino) == (theirs.st_dev, theirs.st_ino) and alive(pid)
@@ -63,6 +64,7 @@ def mentions(pid: int, needle: str) -> bool:
 
 
 def _reap(pid: int) -> None:
+    """Collect the exit status of a child of ours, so it leaves no zombie (init reaps the others)."""
     proc = _spawned.get(pid)
     if proc is not None:
         if proc.poll() is not None:
@@ -74,34 +76,46 @@ def _reap(pid: int) -> None:
         pass  # not our child: init reaps it
 
 
+def _signal(pid: int, sig: int) -> bool:
+    """Send sig; False when the process is already gone."""
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _wait_gone(pids: list[int], seconds: float) -> list[int]:
+    """Wait up to `seconds` for every pid to exit, reaping our own children; those still alive."""
+    deadline = time.monotonic() + seconds
+    while True:
+        for pid in pids:
+            _reap(pid)
+        left = [pid for pid in pids if alive(pid)]
+        if not left or time.monotonic() >= deadline:
+            return left
+        time.sleep(0.02)
+
+
+def _terminate(pids: list[int], grace: float) -> list[int]:
+    """SIGTERM to every pid at once, one shared grace period, then SIGKILL to what is left;
+    the pids that were signalled (those not already gone)."""
+    signalled = [pid for pid in pids if _signal(pid, signal.SIGTERM)]
+    survivors = _wait_gone(signalled, grace)
+    for pid in survivors:
+        _signal(pid, signal.SIGKILL)
+    _wait_gone(survivors, 5.0)
+    for pid in pids:
+        _reap(pid)
+    return signalled
+
+
 def stop(pid: int, grace: float = 3.0) -> None:
     """SIGTERM, then SIGKILL after `grace` seconds; returns once the process is gone."""
-    proc = _spawned.pop(pid, None)
-    if proc is not None:
-        proc.terminate()
-        try:
-            proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        return
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            _reap(pid)
-            return
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            _reap(pid)
-            if not alive(pid):
-                return
-            time.sleep(0.02)
-    _reap(pid)
+    _terminate([pid], grace)
 
 
-def kill_all_in(netns: str) -> None:
-    """Every process left in one of our namespaces (a crashed run's daemons, listeners)."""
-    for pid in kernel.netns_pids(netns):
-        if pid != os.getpid():
-            stop(pid, grace=1.0)
+def kill_all_in(netns: str) -> list[int]:
+    """Stop every process left in one of our namespaces (a crashed run's daemons, listeners),
+    all at once; the pids stopped."""
+    return _terminate([pid for pid in kernel.netns_pids(netns) if pid != os.getpid()], grace=1.0)

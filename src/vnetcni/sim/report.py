@@ -32,7 +32,8 @@ def _daemon(pid: int | None, netns: str) -> str:
 
 def status(name: str) -> dict:
     rec = model.load(name)
-    usage = pods.node_usage(rec)
+    listed = pods.list_pods(rec)
+    usage = pods.node_usage(rec, listed)
     nodes = []
     for n in rec.nodes:
         try:
@@ -51,8 +52,8 @@ def status(name: str) -> dict:
         counters = {}
     return {
         "name": rec.name, "subnet": rec.subnet, "gateway": rec.gateway, "fabricNetns": rec.fabricNetns,
-        "enforceSource": rec.enforceSource, "healthy": fabric.is_healthy(name), "directory": rec.directory,
-        "nodes": nodes, "pods": [pod_row(p) for p in pods.list_pods(rec)], "counters": counters,
+        "enforceSource": rec.enforceSource, "healthy": fabric.record_is_healthy(rec), "directory": rec.directory,
+        "nodes": nodes, "pods": [pod_row(p) for p in listed], "counters": counters,
     }
 
 

@@ -110,10 +110,6 @@ class CniRuntime:
             conf = self.conf.plugin_config(index, prev_result, dict(runtime_config or {}))
             self._exec("DEL", binaries[index], conf, container_id, netns_path, ifname, args)
 
-    def version(self) -> list[dict]:
-        """Every plugin's VERSION answer, in chain order."""
-        return [self._version_of(b) for b in self._resolve()]
-
     # --- plumbing ------------------------------------------------------------------------
     def _resolve(self) -> list[str]:
         return [find_plugin(p["type"], self.cni_path) for p in self.conf.plugins]

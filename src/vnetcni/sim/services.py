@@ -3,19 +3,21 @@ service (inside the node's namespace, so only that node sees its answer) and, op
 
 from __future__ import annotations
 
-import http.client
 import importlib.util
 import os
 import shutil
-import socket
 import sys
 import time
 
+from ..cni.errors import CNIError
+from ..cni.exec import find_plugin
+from ..daemon.client import listening
 from ..dataplane import netns as nsutil
-from . import kernel, processes
+from ..ipam.metadata import MetadataError
+from ..ipam.sources import HttpMetadataSource
+from ..plugins import install
+from . import processes
 from .errors import SimError
-
-REFERENCE_PLUGIN_DIRS = ("/usr/lib/cni", "/opt/cni/bin")
 
 
 def tool(name: str) -> str | None:
@@ -27,22 +29,21 @@ def tool(name: str) -> str | None:
 
 
 def _reference_plugin(name: str) -> str:
-    for d in REFERENCE_PLUGIN_DIRS:
-        path = os.path.join(d, name)
-        if os.access(path, os.X_OK):
-            return path
-    raise SimError(f"the reference CNI plugin {name!r} is not installed "
-                   "(Debian package containernetworking-plugins)")
+    try:
+        return find_plugin(name, install.REFERENCE_PLUGIN_DIRS)
+    except CNIError:
+        raise SimError(f"the reference CNI plugin {name!r} is not installed "
+                       "(Debian package containernetworking-plugins)") from None
 
 
 def install_cni_binaries(bin_dir: str) -> None:
     """vnet and vnet-ipam exactly as `vnetctl install` puts them on a node (the compiled front
     doors), plus the reference portmap."""
     os.makedirs(bin_dir, mode=0o755, exist_ok=True)
-    vnetctl = tool("vnetctl")
-    if vnetctl is None:
-        raise SimError("vnetctl is not installed (pip install -e . provides it)")
-    kernel.run([vnetctl, "install", "--cni-bin-dir", bin_dir], timeout=120)
+    try:
+        install.install(bin_dir)
+    except (OSError, RuntimeError) as exc:
+        raise SimError(f"installing the CNI binaries into {bin_dir} failed: {exc}") from None
     _link(_reference_plugin("portmap"), os.path.join(bin_dir, "portmap"))
     for name in ("vnet", "vnet-ipam", "portmap"):
         if not os.access(os.path.join(bin_dir, name), os.X_OK):
@@ -65,21 +66,15 @@ def start_metadata(netns: str, port: int, interfaces_file: str, log_path: str) -
     return processes.spawn_in_netns(netns, argv, log_path)
 
 
-def _get_inside(netns: str, port: int, path: str, timeout: float) -> tuple[int, bytes]:
-    """An HTTP GET to 127.0.0.1:port as seen from inside netns (the socket is made there)."""
-    with nsutil.entered(f"{kernel.NETNS_DIR}/{netns}"):
-        sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    conn.sock = sock
-    try:
-        conn.request("GET", path)
-        resp = conn.getresponse()
-        return resp.status, resp.read()
-    finally:
-        conn.close()
+def fetch_metadata(netns: str, url: str, timeout: float) -> bytes:
+    """The metadata service's answer at `url` as seen from inside the node's namespace (the
+    socket is made there, as a plugin on that node makes it); MetadataError unless HTTP 200."""
+    source = HttpMetadataSource(url, timeout=timeout)
+    with nsutil.entered(nsutil.netns_path(netns)):
+        return source.fetch()
 
 
-def wait_metadata(netns: str, port: int, path: str, pid: int, expect: bytes, log_path: str,
+def wait_metadata(netns: str, url: str, pid: int, expect: bytes, log_path: str,
                   deadline_s: float = 20.0) -> None:
     """Until the node's metadata service answers with this node's interfaces (or fails)."""
     deadline = time.monotonic() + deadline_s
@@ -88,11 +83,11 @@ def wait_metadata(netns: str, port: int, path: str, pid: int, expect: bytes, log
         if not processes.alive(pid):
             raise SimError(f"the metadata service of {netns} exited at start: {_tail(log_path)}")
         try:
-            status, body = _get_inside(netns, port, path, timeout=1.0)
-            if status == 200 and expect in body:
+            body = fetch_metadata(netns, url, timeout=1.0)
+            if expect in body:
                 return
-            last = f"HTTP {status}: {body[:200]!r}"
-        except OSError as exc:
+            last = f"HTTP 200: {body[:200]!r}"
+        except (MetadataError, OSError) as exc:
             last = str(exc)
         time.sleep(0.05)
     raise SimError(f"the metadata service of {netns} did not answer within {deadline_s:.0f} s ({last}); "
@@ -120,11 +115,12 @@ def start_vnetd(netns: str, state_dir: str, log_path: str) -> int:
 
 
 def wait_vnetd(pid: int, socket_path: str, log_path: str, deadline_s: float = 20.0) -> None:
+    """Until vnetd accepts connections on its socket (a file alone may be a stale one)."""
     deadline = time.monotonic() + deadline_s
     while time.monotonic() < deadline:
         if not processes.alive(pid):
             raise SimError(f"vnetd exited at start: {_tail(log_path)}")
-        if os.path.exists(socket_path):
+        if listening(socket_path):
             return
         time.sleep(0.05)
     raise SimError(f"vnetd did not open {socket_path} within {deadline_s:.0f} s; log: {_tail(log_path)}")
