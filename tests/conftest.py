@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import itertools
 import subprocess
-import uuid
 from pathlib import Path
 
 import pytest
@@ -61,8 +61,12 @@ def require_tool(path: str) -> str:
     return found
 
 
+_SERIAL = itertools.count(1)
+
+
 def _unique(kind: str) -> str:
-    return f"{resources.OWNER}{kind}{uuid.uuid4().hex[:4]}"
+    """Unique for the session by construction (the owner pid scopes it to this session)."""
+    return f"{resources.OWNER}{kind}{next(_SERIAL)}"
 
 
 class Namespaces:
