@@ -32,7 +32,7 @@ def render_markdown(report: dict) -> str:
         ratio = f"{r['ratio']:.2f}x" if r.get("ratio") is not None else "-"
         lines.append("| " + " | ".join([r["label"], _fmt(r.get("reference")) if have_ref else "n/a",
                                         _fmt(r.get("inproc")), _fmt(r.get("vnetd")), ratio, target]) + " |")
-    lines.append(f"| kernel floor: one pod's netlink work, warm (ms) | | | {report['kernel_floor_ms']:.1f} | | |")
+    lines.append(f"| kernel floor: one pod's netlink work, raw socket, warm (ms) | | | {report['kernel_floor_ms']:.1f} | | |")
     return "\n".join(lines)
 
 
