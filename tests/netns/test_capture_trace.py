@@ -11,6 +11,7 @@ import subprocess
 import pytest
 
 from conftest import require_tool
+from support.resources import process_table
 
 from netns.test_capture_topology import (CliRun, add_pod, drop_ipv4_forwarded_to, make_fabric,
                                          run_cli, tcp_exchange)
@@ -85,20 +86,8 @@ def test_trace_waits_for_a_flow_made_elsewhere(vnet):
 
 
 def _children_named(parent: int, comm: str) -> list[int]:
-    """The pids of parent's children whose command name is `comm` (from /proc/PID/stat)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        name, rest = stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2:].split()
-        if name == comm and int(rest[1]) == parent:
-            found.append(int(entry))
-    return found
+    """The pids of parent's children whose command name is `comm`."""
+    return [pid for pid, (name, _, ppid) in process_table().items() if name == comm and ppid == parent]
 
 
 def test_trace_wait_stops_as_soon_as_a_capture_dies(vnet):

@@ -51,10 +51,9 @@ def iptables_chains() -> set[str]:
     return chains
 
 
-def child_processes() -> set[int]:
-    """Live descendants of this process (zombies excluded)."""
-    me = os.getpid()
-    parents: dict[int, int] = {}
+def process_table() -> dict[int, tuple[str, str, int]]:
+    """pid -> (command name, state letter, parent pid), from /proc/PID/stat."""
+    table: dict[int, tuple[str, str, int]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -63,10 +62,15 @@ def child_processes() -> set[int]:
                 stat = f.read()
         except OSError:
             continue
-        rest = stat.rsplit(")", 1)[1].split()
-        if rest[0] == "Z":
-            continue
-        parents[int(entry)] = int(rest[1])
+        rest = stat[stat.rindex(")") + 2:].split()
+        table[int(entry)] = (stat[stat.index("(") + 1:stat.rindex(")")], rest[0], int(rest[1]))
+    return table
+
+
+def child_processes() -> set[int]:
+    """Live descendants of this process (zombies excluded)."""
+    me = os.getpid()
+    parents = {pid: ppid for pid, (_, state, ppid) in process_table().items() if state != "Z"}
     out: set[int] = set()
     frontier = {me}
     while frontier:
