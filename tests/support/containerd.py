@@ -1,0 +1,170 @@
+"""A private containerd (the Debian 1.6 package) with its CRI plugin, as a kubelet's node runs it:
+its own config, root, state and socket, started inside a throwaway node network namespace
+(`nsenter --net`, so /sys and the cgroup mounts stay the host's), the CNI bin and conf dirs
+pointing at throwaway directories. `stop()` always leaves nothing: sandboxes removed through the
+CRI (containerd's own DELs), containerd stopped, any shim and its container processes killed,
+every mount under its directories unmounted, the directories removed."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from support import resources
+from support.cri import CRIClient, CRIError
+
+PAUSE_IMAGE = "localhost/vnt-pause:1"
+
+CONFIG = """version = 2
+root = "{root}"
+state = "{state}"
+disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.aufs",
+                    "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper"]
+
+[grpc]
+  address = "{socket}"
+
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{root}/opt"
+
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "{pause}"
+  restrict_oom_score_adj = true
+  netns_mounts_under_state_dir = true
+  disable_apparmor = true
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        BinaryName = "{runc}"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "{cni_bin}"
+    conf_dir = "{cni_conf}"
+    max_conf_num = 1
+"""
+
+
+class Containerd:
+    """One containerd for a test module; `cri` is a connected CRIClient."""
+
+    def __init__(self, node: str, cni_bin: Path, cni_conf: Path, workdir: Path) -> None:
+        self.node, self.cni_bin, self.cni_conf, self.workdir = node, cni_bin, cni_conf, workdir
+        # the socket path must stay short (sun_path); containerd's root may live anywhere
+        self.base = Path(tempfile.mkdtemp(prefix=f"{resources.OWNER}cd", dir="/run"))
+        self.root, self.state = workdir / "containerd-root", self.base / "state"
+        self.socket = str(self.base / "containerd.sock")
+        self.log_path = workdir / "containerd.log"
+        self.proc: subprocess.Popen | None = None
+        self.cri: CRIClient | None = None
+
+    # --- lifecycle ---------------------------------------------------------------------
+    def start(self, timeout: float = 30) -> "Containerd":
+        for d in (self.root, self.state, self.cni_bin, self.cni_conf):
+            d.mkdir(parents=True, exist_ok=True)
+        config = self.workdir / "containerd.toml"
+        config.write_text(CONFIG.format(root=self.root, state=self.state, socket=self.socket, pause=PAUSE_IMAGE,
+                                        runc=shutil.which("runc") or "/usr/sbin/runc",
+                                        cni_bin=self.cni_bin, cni_conf=self.cni_conf))
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(["nsenter", f"--net=/run/netns/{self.node}", "containerd", "--config", str(config)],
+                                     stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        log.close()
+        self.cri = CRIClient(self.socket)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if os.path.exists(self.socket):
+                    self.cri.version()
+                    break
+            except CRIError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"containerd did not start: {self.log_tail()}")
+            time.sleep(0.1)
+        return self
+
+    def ctr(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+        proc = subprocess.run(["ctr", "--address", self.socket, "-n", "k8s.io", *args], capture_output=True,
+                              text=True, timeout=timeout)
+        if proc.returncode != 0:
+            raise RuntimeError(f"ctr {' '.join(args)} failed: {proc.stderr.strip()}")
+        return proc
+
+    def import_image(self, archive: Path) -> None:
+        self.ctr("images", "import", str(archive), timeout=300)
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        """Everything goes, whatever state things are in."""
+        if self.cri is not None:
+            try:
+                for sandbox in self.cri.sandboxes():
+                    for call in (self.cri.stop_sandbox, self.cri.remove_sandbox):
+                        try:
+                            call(sandbox.id)
+                        except CRIError:
+                            pass
+            except CRIError:
+                pass
+            self.cri.close()
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self._kill_shims()
+        self._unmount_all()
+        shutil.rmtree(self.root, ignore_errors=True)
+        shutil.rmtree(self.base, ignore_errors=True)
+
+    def _kill_shims(self) -> None:
+        """Shims of this containerd (they name its socket) and every process under them."""
+        table = resources.process_table()
+        shims = set()
+        for pid in table:
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    argv = f.read().split(b"\0")
+            except OSError:
+                continue
+            if argv and argv[0].endswith(b"containerd-shim-runc-v2") and self.socket.encode() in argv:
+                shims.add(pid)
+        doomed, frontier = set(shims), set(shims)
+        while frontier:
+            frontier = {pid for pid, (_, _, ppid) in table.items() if ppid in frontier and pid not in doomed}
+            doomed |= frontier
+        for pid in doomed:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def _unmount_all(self) -> None:
+        prefixes = (str(self.root) + "/", str(self.base) + "/")
+        for _ in range(3):
+            mounts = []
+            with open("/proc/self/mountinfo") as f:
+                for line in f:
+                    target = line.split()[4].replace("\\040", " ")
+                    if target.startswith(prefixes):
+                        mounts.append(target)
+            if not mounts:
+                return
+            for target in sorted(mounts, key=len, reverse=True):
+                subprocess.run(["umount", "-l", target], capture_output=True)

@@ -1,0 +1,95 @@
+"""A Kubernetes node without the kubelet, for the CRI end-to-end tests: a throwaway node network
+namespace, a directory standing in for the host's root (opt/cni/bin with the reference plugins,
+etc/cni/net.d, var/run/vnet), a private containerd serving the CRI in that namespace with the
+pause and busybox images imported, and the kubelet stand-in driving it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+from support import oci
+from support.containerd import PAUSE_IMAGE, Containerd
+from support.kubelet import Kubelet
+
+BUSYBOX_IMAGE = "localhost/vnt-busybox:1"
+REFERENCE_PLUGINS = ("bridge", "host-local", "loopback", "portmap")
+NODE_IP = "192.168.77.10"
+
+
+class CRINode:
+    def __init__(self, namespaces, workdir: Path) -> None:
+        self.workdir = workdir
+        self.ns = namespaces.make("node")
+        # the node's own address, on a veth pair inside the node (no dummy module on these machines)
+        subprocess.run(["ip", "-n", self.ns, "link", "add", "vntnode0", "type", "veth", "peer", "name", "vntnode1"],
+                       check=True)
+        subprocess.run(["ip", "-n", self.ns, "addr", "add", f"{NODE_IP}/24", "dev", "vntnode0"], check=True)
+        subprocess.run(["ip", "-n", self.ns, "link", "set", "vntnode0", "up"], check=True)
+        self.host = workdir / "host"
+        self.cni_bin = self.host / "opt/cni/bin"
+        self.cni_conf = self.host / "etc/cni/net.d"
+        self.cni_bin.mkdir(parents=True)
+        for plugin in REFERENCE_PLUGINS:  # what the node's containernetworking-plugins package provides
+            os.symlink(f"/usr/lib/cni/{plugin}", self.cni_bin / plugin)
+        self.containerd = Containerd(self.ns, self.cni_bin, self.cni_conf, workdir)
+        self.kubelet: Kubelet | None = None
+
+    def start(self) -> "CRINode":
+        self.containerd.start()
+        images = self.workdir / "images"
+        images.mkdir(exist_ok=True)
+        self.containerd.import_image(oci.pause_archive(images, PAUSE_IMAGE))
+        self.containerd.import_image(oci.busybox_archive(images, BUSYBOX_IMAGE))
+        self.kubelet = Kubelet(self.cri, "vnt-node-1", NODE_IP, self.workdir / "kubelet", self.host)
+        return self
+
+    @property
+    def cri(self):
+        return self.containerd.cri
+
+    def stop(self) -> None:
+        if self.kubelet is not None:
+            self.kubelet.delete_all()
+        self.containerd.stop()
+
+    # --- the network configuration kubelet's runtime reads ----------------------------
+    def write_conflist(self, name: str, conflist: dict) -> Path:
+        path = self.cni_conf / name
+        tmp = path.with_name(f".{name}.tmp")
+        tmp.write_text(json.dumps(conflist))
+        os.replace(tmp, path)
+        return path
+
+    def clear_conflists(self) -> None:
+        for p in self.cni_conf.iterdir():
+            p.unlink()
+
+    def wait_network_ready(self, ready: bool = True, timeout: float = 30) -> float:
+        start = time.monotonic()
+        while self.cri.network_ready() != ready:
+            if time.monotonic() - start > timeout:
+                cond = self.cri.conditions().get("NetworkReady")
+                raise AssertionError(f"NetworkReady stayed {not ready} for {timeout:.0f}s: {cond}")
+            time.sleep(0.05)
+        return time.monotonic() - start
+
+    # --- plain pods -------------------------------------------------------------------
+    def busybox_pod(self, name: str, **kw):
+        spec = {"containers": [{"name": "main", "image": BUSYBOX_IMAGE, "command": ["sleep", "3600"]}]}
+        return self.kubelet.run_pod(name, spec, **kw)
+
+    def ping(self, pod, address: str) -> bool:
+        r = self.kubelet.exec(pod, "main", "ping", "-c", "1", "-W", "2", address, timeout=10)
+        return r.exit_code == 0
+
+    def links(self) -> list[str]:
+        out = subprocess.run(["ip", "-n", self.ns, "-o", "link", "show"], capture_output=True, text=True).stdout
+        return [line.split(": ")[1].split("@")[0] for line in out.splitlines()]
+
+    def sandbox_netns(self) -> list[str]:
+        d = self.containerd.state / "io.containerd.grpc.v1.cri" / "netns"
+        return sorted(os.listdir(d)) if d.is_dir() else []
