@@ -32,14 +32,3 @@ def test_responses():
     assert protocol.decode_response(protocol.FALLBACK) is None
     with pytest.raises(protocol.ProtocolError):
         protocol.decode_response(b"garbage")
-
-
-@pytest.mark.parametrize("config,path", [
-    ({"stateDir": "/a"}, "/a/vnetd.sock"),
-    ({"ipam": {"stateDir": "/b"}}, "/b/vnetd.sock"),
-    ({"stateDir": "/a", "ipam": {"stateDir": "/b"}}, "/a/vnetd.sock"),
-    ({"stateDir": 3}, "/var/run/vnet/vnetd.sock"),
-    ({}, "/var/run/vnet/vnetd.sock"),
-])
-def test_a_plugin_finds_its_nodes_vnetd_through_the_state_dir(config, path):
-    assert protocol.socket_path_for(config) == path

@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass, field
 
 from ..dataplane import netns as nsutil
-from ..plugins.endpoints import DEFAULT_STATE_DIR
+from ..node.layout import DEFAULT_STATE_DIR
 from ..sim.model import FABRIC_FILE, list_fabrics
 from ..sim.naming import NODE_BRIDGE, root_dir
 from .errors import BadInput, PodNotFound

@@ -88,8 +88,9 @@ def gc(
     dataplane = None
     if not dry_run:
         from ..dataplane.linux import LinuxDataplane
+        from ..node.layout import NodeLayout
 
-        dataplane = LinuxDataplane(lock_dir=state_dir)
+        dataplane = LinuxDataplane(lock_dir=NodeLayout(state_dir).lock_dir)
     try:
         done = reconcile(state_dir, dataplane, dry_run=dry_run)
     except CNIError as exc:

@@ -37,7 +37,12 @@ def try_daemon(plugin: str, env: Mapping[str, str], stdin: bytes) -> tuple[bytes
         return None  # malformed input: the in-process path reports it
     if not isinstance(config, dict):
         return None
-    path = protocol.socket_path_for(config)
+    from ..node.layout import LayoutError, NodeLayout
+
+    try:
+        path = NodeLayout.for_plugin(plugin, config).socket
+    except LayoutError:
+        return None  # the in-process path reports the bad stateDir
     if not os.path.exists(path):
         return None
     try:

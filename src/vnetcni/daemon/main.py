@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 
-from ..plugins.endpoints import DEFAULT_STATE_DIR
+from ..node.layout import DEFAULT_STATE_DIR, NodeLayout
 
 
 class _Handlers:
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         from ..plugins.reconcile import reconcile
 
         try:
-            done = reconcile(args.state_dir, LinuxDataplane(lock_dir=args.state_dir))
+            done = reconcile(args.state_dir, LinuxDataplane(lock_dir=NodeLayout(args.state_dir).lock_dir))
             if done.pruned:
                 log.info("pruned %d stale endpoint(s) at start: %s", len(done.pruned),
                          ", ".join(r["containerId"][:12] for r in done.pruned))

@@ -14,9 +14,7 @@ from __future__ import annotations
 import os
 
 MAGIC = b"VNET1"
-SOCKET_NAME = "vnetd.sock"
 FALLBACK = b"FALLBACK\n"
-DEFAULT_STATE_DIR = "/var/run/vnet"
 
 
 class ProtocolError(ValueError):
@@ -66,14 +64,3 @@ def decode_response(data: bytes) -> tuple[bytes, int] | None:
     if not sep or not first.lstrip(b"-").isdigit():
         raise ProtocolError("truncated vnetd response")
     return out, int(first)
-
-
-def socket_path_for(config: dict) -> str:
-    """A plugin finds its node's vnetd through the stateDir of its configuration."""
-    state_dir = config.get("stateDir")
-    if not isinstance(state_dir, str) or not state_dir:
-        ipam = config.get("ipam")
-        state_dir = ipam.get("stateDir") if isinstance(ipam, dict) else None
-    if not isinstance(state_dir, str) or not state_dir:
-        state_dir = DEFAULT_STATE_DIR
-    return os.path.join(state_dir, SOCKET_NAME)

@@ -18,6 +18,7 @@ from typing import Callable
 
 from ..cni import dispatch
 from ..cni.invocation import MAX_STDIN_BYTES
+from ..node.layout import NodeLayout
 from . import protocol
 
 log = logging.getLogger("vnetd")
@@ -64,8 +65,9 @@ def _peer_is_root(conn: socket.socket) -> bool:
 class Server:
     def __init__(self, state_dir: str, handlers: Callable[[str], object],
                  on_request: Callable[[dict], None] | None = None) -> None:
-        self.state_dir = state_dir
-        self.socket_path = os.path.join(state_dir, protocol.SOCKET_NAME)
+        self.layout = NodeLayout(state_dir)
+        self.state_dir = self.layout.state_dir
+        self.socket_path = self.layout.socket
         self._handlers = handlers
         self._on_request = on_request
         self._netns = protocol.netns_id()
@@ -77,7 +79,7 @@ class Server:
                          for i in range(WORKERS)]
 
     def start(self) -> None:
-        os.makedirs(self.state_dir, mode=0o755, exist_ok=True)
+        self.layout.ensure()
         self._sock = bind_socket(self.socket_path)
         self._sock.settimeout(0.5)  # workers look at the stop flag twice a second
         for w in self._workers:

@@ -41,7 +41,7 @@ def _local_mac() -> str:
 
 
 class LinuxDataplane:
-    def __init__(self, lock_dir: str = "/run/vnet") -> None:
+    def __init__(self, lock_dir: str) -> None:
         self._local = threading.local()
         self._lock_dir = lock_dir
         self._bridges: dict[tuple[str, str, str], BridgeInfo] = {}
@@ -95,7 +95,7 @@ class LinuxDataplane:
     # --- bridge --------------------------------------------------------------------------
     @contextlib.contextmanager
     def _bridge_lock(self, name: str):
-        os.makedirs(self._lock_dir, exist_ok=True)
+        os.makedirs(self._lock_dir, mode=0o700, exist_ok=True)
         fd = os.open(os.path.join(self._lock_dir, f"bridge-{name}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)

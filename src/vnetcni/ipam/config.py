@@ -23,10 +23,10 @@ from ..cni._record import FrozenRecord
 from ..cni.config import NetConf
 from ..cni.errors import CNIError, INVALID_CONFIG
 from ..cni.result import DNS, Route
+from ..node.layout import DEFAULT_STATE_DIR, LayoutError, NodeLayout
 from .mac import normalize_mac
 
 DEFAULT_METADATA_URL = "http://168.63.129.16/machine/plugins?comp=nmagent&type=getinterfaceinfov1"
-DEFAULT_STATE_DIR = "/var/run/vnet"
 DEFAULT_REFRESH_SECONDS = 10.0
 DEFAULT_TIMEOUT_SECONDS = 2.0
 DEFAULT_COOLDOWN_SECONDS = 30.0
@@ -59,14 +59,10 @@ def _optional_str(ipam: dict, key: str) -> str | None:
 
 
 def _state_dir(ipam: dict, netconf: dict) -> str:
-    for where, section in (("ipam.stateDir", ipam), ("stateDir", netconf)):
-        value = section.get("stateDir")
-        if value is None:
-            continue
-        if not isinstance(value, str) or not os.path.isabs(value):
-            raise _bad(f"{where} must be an absolute path, got {value!r}")
-        return os.path.normpath(value)
-    return DEFAULT_STATE_DIR
+    try:
+        return NodeLayout.for_plugin("vnet-ipam", {**netconf, "ipam": ipam}).state_dir
+    except LayoutError as err:
+        raise _bad(str(err)) from None
 
 
 def _metadata_url(ipam: dict) -> str | None:

@@ -16,17 +16,16 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import os
 import time
 from collections.abc import Callable
 
 from ..cni._record import Record
 from ..cni.errors import CNIError, STATE_CORRUPT
+from ..node.layout import NodeLayout
 from ..state.durable import CorruptState
 from .model import Allocation, IpamState, allocation_key, from_iso
 from .store import IpamStore
 
-ENDPOINTS_FILE = "endpoints.json"
 ENDPOINTS_KIND = "vnet-endpoints"
 ENDPOINTS_SCHEMA = 1
 OUR_IPAM = "vnet-ipam"
@@ -57,7 +56,7 @@ class RebuildReport(Record):
 
 def read_endpoints(state_dir: str) -> dict | None:
     """The endpoint records (None when there is no endpoints.json). Read only: never moved."""
-    path = os.path.join(state_dir, ENDPOINTS_FILE)
+    path = NodeLayout(state_dir).endpoints_file
     try:
         with open(path, "rb") as f:
             raw = f.read()

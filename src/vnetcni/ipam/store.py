@@ -19,11 +19,11 @@ from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 from ..cni.errors import CNIError, STATE_CORRUPT
+from ..node.layout import IPAM_FILE, NodeLayout
 from ..state.durable import DurableDocument
 from .model import KIND, SCHEMA_VERSION, IpamState
 
 T = TypeVar("T")
-IPAM_FILE = "ipam.json"
 CORRUPT_PREFIX = IPAM_FILE + ".corrupt-"
 
 
@@ -69,7 +69,7 @@ class StateNeedsRebuild(CNIError):
 class IpamStore:
     def __init__(self, state_dir: str) -> None:
         self.state_dir = state_dir
-        self.path = os.path.join(state_dir, IPAM_FILE)
+        self.path = NodeLayout(state_dir).ipam_file
         self._doc = _IpamDocument(self.path)
 
     def read(self) -> IpamState:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-import os
 
+from ..node.layout import DEFAULT_STATE_DIR, NodeLayout
 from ..state.durable import DurableDocument
 
 KIND = "vnet-endpoints"
 SCHEMA_VERSION = 1
-DEFAULT_STATE_DIR = "/var/run/vnet"
 
 
 def endpoint_key(network: str, container_id: str, ifname: str) -> str:
@@ -26,7 +25,7 @@ def host_ifname(network: str, container_id: str, ifname: str) -> str:
 class EndpointStore:
     def __init__(self, state_dir: str = DEFAULT_STATE_DIR) -> None:
         self.state_dir = state_dir
-        self.doc = DurableDocument(os.path.join(state_dir, "endpoints.json"), KIND, SCHEMA_VERSION,
+        self.doc = DurableDocument(NodeLayout(state_dir).endpoints_file, KIND, SCHEMA_VERSION,
                                    lambda: {"endpoints": {}})
 
     def all(self) -> dict[str, dict]:

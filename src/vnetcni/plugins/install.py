@@ -61,7 +61,10 @@ def _write_executable(path: Path, data: bytes) -> None:
 def compile_front_door(name: str, fallback: str, out: Path, cc: str) -> None:
     source = Path(__file__).with_name("front_door.c")
     tmp = out.with_name(out.name + ".tmp")
-    cmd = [cc, "-O2", "-Wall", "-o", str(tmp), f'-DPLUGIN="{name}"', f'-DFALLBACK="{fallback}"', str(source)]
+    from ..node.layout import DEFAULT_STATE_DIR, SOCKET_NAME
+
+    cmd = [cc, "-O2", "-Wall", "-o", str(tmp), f'-DPLUGIN="{name}"', f'-DFALLBACK="{fallback}"',
+           f'-DDEFAULT_STATE_DIR="{DEFAULT_STATE_DIR}"', f'-DSOCKET_NAME="{SOCKET_NAME}"', str(source)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"compiling the front door failed: {proc.stderr.strip()}")

@@ -21,17 +21,18 @@ from ..cni.exec import exec_plugin, find_plugin
 from ..cni.invocation import Invocation
 from ..cni.result import DNS, Interface, IPConfig, Result, Route
 from ..dataplane.model import LinkExists, PodLinkSpec
-from .endpoints import DEFAULT_STATE_DIR, EndpointStore, endpoint_key, host_ifname
+from ..node.layout import LayoutError, NodeLayout
+from .endpoints import EndpointStore, endpoint_key, host_ifname
 
 DEFAULT_BRIDGE = "azure0"
 DEFAULT_MTU = 1500
 IN_PROCESS_IPAM = "vnet-ipam"
 
 
-def _default_dataplane(state_dir: str):
+def _default_dataplane(layout: NodeLayout):
     from ..dataplane.linux import LinuxDataplane  # pyroute2: only when the dataplane is needed
 
-    return LinuxDataplane(lock_dir=state_dir)
+    return LinuxDataplane(lock_dir=layout.lock_dir)
 
 
 class Settings:
@@ -41,8 +42,12 @@ class Settings:
         self.bridge = conf.get("bridge", DEFAULT_BRIDGE)
         self.uplink = conf.get("uplink", "") or ""
         self.mtu = conf.get("mtu")
-        self.state_dir = conf.get("stateDir", DEFAULT_STATE_DIR)
-        for key, value in (("bridge", self.bridge), ("uplink", self.uplink), ("stateDir", self.state_dir)):
+        try:
+            self.layout = NodeLayout.for_plugin("vnet", conf.raw)
+        except LayoutError as err:
+            raise CNIError(E.INVALID_CONFIG, str(err)) from None
+        self.state_dir = self.layout.state_dir
+        for key, value in (("bridge", self.bridge), ("uplink", self.uplink)):
             if not isinstance(value, str):
                 raise CNIError(E.INVALID_CONFIG, f"{key!r} must be a string")
         if not self.bridge or len(self.bridge) > 15 or "/" in self.bridge:
@@ -57,7 +62,7 @@ class Settings:
 
 
 class VnetPlugin:
-    def __init__(self, dataplane_factory: Callable[[str], object] | None = None,
+    def __init__(self, dataplane_factory: Callable[[NodeLayout], object] | None = None,
                  ipam: object | None = None) -> None:
         self._dataplane_factory = dataplane_factory or _default_dataplane
         self._dataplane = None
@@ -72,7 +77,7 @@ class VnetPlugin:
     # --- collaborators -------------------------------------------------------------------
     def dataplane(self, settings: Settings):
         if self._dataplane is None:
-            self._dataplane = self._dataplane_factory(settings.state_dir)
+            self._dataplane = self._dataplane_factory(settings.layout)
         return self._dataplane
 
     def _in_process_ipam(self):

@@ -23,7 +23,7 @@ import shutil
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
-from ..daemon.protocol import SOCKET_NAME
+from ..node.layout import NodeLayout
 from ..ipam.metadata import render_node
 from ..plugins.install import default_conflist
 from . import enforcement, kernel, model, naming, processes, services
@@ -132,7 +132,7 @@ def _build(record: FabricRecord, plan: AddressPlan, opts: FabricOptions, progres
             log = os.path.join(record.directory, node.name, "vnetd.log")
             node.vnetdPid = services.start_vnetd(node.netns, node.stateDir, log)
         for node in record.nodes:
-            services.wait_vnetd(node.vnetdPid, os.path.join(node.stateDir, SOCKET_NAME),
+            services.wait_vnetd(node.vnetdPid, NodeLayout(node.stateDir).socket,
                                 os.path.join(record.directory, node.name, "vnetd.log"))
 
     progress("fabric accounting" + (" and source-address enforcement" if record.enforceSource else ""))

@@ -1,0 +1,1 @@
+"""The node: its layout (state directory, socket, files), decided in one place."""

@@ -1,0 +1,135 @@
+"""The node's layout: where one node keeps its state, decided here and asked everywhere else.
+
+    layout = NodeLayout.for_plugin("vnet", netconf)   # a plugin call's configuration (a dict)
+    layout = NodeLayout.from_conflist(conflist)        # an installed conflist (a dict)
+    layout = NodeLayout("/var/run/vnet")               # an explicit --state-dir
+    layout.socket, layout.ipam_file, layout.endpoints_file, layout.lock_dir, layout.pending_deletes
+
+Everything lives under one state directory (default DEFAULT_STATE_DIR):
+
+    <state_dir>/vnetd.sock           vnetd's socket (root only)
+    <state_dir>/ipam.json            vnet-ipam's pool and allocations (+ ipam.json.lock)
+    <state_dir>/endpoints.json       the vnet plugin's endpoint records (+ endpoints.json.lock)
+    <state_dir>/locks/               short-lived lock files (bridge set-up, attachments)
+    <state_dir>/pending-deletes/     DELs recorded by a no-fallback front door while vnetd was
+                                     down; vnetd carries them out before it serves anything
+
+The rule that finds the state directory in a network configuration (the C front door follows the
+same rule, with DEFAULT_STATE_DIR compiled in by `vnetctl install`; tests/unit/test_node_layout.py
+checks they agree): the plugin's own section's `stateDir`, else the other section's, else the
+default. For `vnet` its own section is the top level and the other is `ipam`; for `vnet-ipam` its
+own is `ipam` and the other the top level. A `stateDir` of JSON null counts as absent; any other
+value must be an absolute path (normalised like os.path.normpath), else LayoutError.
+
+Building a layout reads nothing and creates nothing; `ensure()` creates the directories.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+
+DEFAULT_STATE_DIR = "/var/run/vnet"
+SOCKET_NAME = "vnetd.sock"
+IPAM_FILE = "ipam.json"
+ENDPOINTS_FILE = "endpoints.json"
+LOCK_DIR = "locks"
+PENDING_DELETES_DIR = "pending-deletes"
+MAX_STATE_DIR = 4000  # bytes (the C front door's buffer); the socket path must also fit sun_path (108)
+
+
+class LayoutError(ValueError):
+    """The configuration names no usable state directory (the plugins answer INVALID_CONFIG)."""
+
+
+@dataclass(frozen=True)
+class NodeLayout:
+    state_dir: str = DEFAULT_STATE_DIR
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.state_dir, str) or not os.path.isabs(self.state_dir):
+            raise LayoutError(f"stateDir must be an absolute path, got {self.state_dir!r}")
+        try:
+            size = len(self.state_dir.encode())
+        except UnicodeEncodeError:
+            size = -1
+        if "\0" in self.state_dir or not 0 < size <= MAX_STATE_DIR:
+            raise LayoutError(f"stateDir is not a usable path: {self.state_dir[:80]!r}")
+        object.__setattr__(self, "state_dir", os.path.normpath(self.state_dir))
+
+    # --- finding the layout ----------------------------------------------------------------
+    @classmethod
+    def for_plugin(cls, plugin: str, netconf: object) -> "NodeLayout":
+        """The layout a call of `plugin` ("vnet" or "vnet-ipam") with this configuration uses."""
+        if not isinstance(netconf, dict):
+            raise LayoutError("the network configuration must be a JSON object")
+        ipam = netconf.get("ipam")
+        ipam = ipam if isinstance(ipam, dict) else {}
+        sections = [("ipam.stateDir", ipam), ("stateDir", netconf)]
+        if plugin != "vnet-ipam":
+            sections.reverse()
+        for where, section in sections:
+            value = section.get("stateDir")
+            if value is None:
+                continue
+            if not isinstance(value, str) or not os.path.isabs(value):
+                raise LayoutError(f"{where} must be an absolute path, got {value!r}")
+            return cls(value)
+        return cls()
+
+    @classmethod
+    def from_conflist(cls, conflist: dict) -> "NodeLayout":
+        """The layout of the first `vnet` (or `vnet-ipam`) plugin in a conflist (or a single
+        network configuration); the default when it has none."""
+        plugins = conflist.get("plugins") if isinstance(conflist.get("plugins"), list) else [conflist]
+        for conf in plugins:
+            if isinstance(conf, dict) and conf.get("type") == "vnet":
+                return cls.for_plugin("vnet", conf)
+        for conf in plugins:
+            if isinstance(conf, dict) and isinstance(conf.get("ipam"), dict) \
+                    and conf["ipam"].get("type") == "vnet-ipam":
+                return cls.for_plugin("vnet-ipam", conf)
+        return cls()
+
+    @classmethod
+    def from_conflist_file(cls, path: str) -> "NodeLayout":
+        try:
+            with open(path, "rb") as f:
+                doc = json.load(f)
+        except (OSError, ValueError) as exc:
+            raise LayoutError(f"cannot read the network configuration {path}: {exc}") from None
+        if not isinstance(doc, dict):
+            raise LayoutError(f"{path} is not a network configuration")
+        return cls.from_conflist(doc)
+
+    # --- what the node keeps -----------------------------------------------------------------
+    def _path(self, name: str) -> str:
+        return os.path.join(self.state_dir, name)
+
+    @property
+    def socket(self) -> str:
+        return self._path(SOCKET_NAME)
+
+    @property
+    def ipam_file(self) -> str:
+        return self._path(IPAM_FILE)
+
+    @property
+    def endpoints_file(self) -> str:
+        return self._path(ENDPOINTS_FILE)
+
+    @property
+    def lock_dir(self) -> str:
+        return self._path(LOCK_DIR)
+
+    @property
+    def pending_deletes(self) -> str:
+        return self._path(PENDING_DELETES_DIR)
+
+    def ensure(self) -> "NodeLayout":
+        """Create the state, lock and pending-deletes directories (for writers only)."""
+        os.makedirs(self.state_dir, mode=0o755, exist_ok=True)
+        for d in (self.lock_dir, self.pending_deletes):
+            os.makedirs(d, mode=0o700, exist_ok=True)
+        return self
