@@ -93,3 +93,59 @@ class CRINode:
     def sandbox_netns(self) -> list[str]:
         d = self.containerd.state / "io.containerd.grpc.v1.cri" / "netns"
         return sorted(os.listdir(d)) if d.is_dir() else []
+
+
+class NodeVnetd:
+    """vnetd run on the node by the test (no image): in the node's network namespace and the
+    host's mount namespace, as a systemd unit would run it."""
+
+    def __init__(self, node: CRINode, state_dir: Path) -> None:
+        import sys
+
+        self.node, self.state_dir = node, state_dir
+        self.log = node.workdir / "vnetd.log"
+        self.vnetd = str(Path(sys.executable).with_name("vnetd"))
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def socket(self) -> Path:
+        return self.state_dir / "vnetd.sock"
+
+    def start(self, timeout: float = 20) -> "NodeVnetd":
+        from vnetcni.daemon.client import listening
+
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(["nsenter", f"--net=/run/netns/{self.node.ns}", self.vnetd, "--state-dir",
+                                      str(self.state_dir), "--log-file", str(self.log)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + timeout
+        while not listening(str(self.socket)):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise AssertionError("vnetd did not start listening")
+            time.sleep(0.05)
+        return self
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.kill()
+            self.proc.wait(10)
+            self.proc.stderr.close()
+            self.proc = None
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self.kill()
+
+    def served(self, verb: str = "ADD") -> list[dict]:
+        """vnetd's request log: what it served itself (a fallback leaves no line here)."""
+        if not self.log.exists():
+            return []
+        recs = [json.loads(line) for line in self.log.read_text().splitlines() if line.strip()]
+        return [r for r in recs if r.get("verb") == verb]
