@@ -21,9 +21,9 @@ def test_bench_small_run_reports_every_scenario_and_leaves_nothing():
     report = json.loads(proc.stdout)
     assert set(report["results"]) == {"reference", "vnetd", "inproc"}
     for key, res in report["results"].items():
-        for scenario in ("seq_add", "seq_del", "burst30_add", "burst30_del", "burst110_add", "burst110_del"):
+        for scenario in ("seq_add", "seq_del", "burst_add", "burst_del", "big_burst_add", "big_burst_del"):
             assert res[scenario]["failed"] == 0, (key, scenario, res[scenario]["first_error"])
-        assert res["seq_add"]["n"] == 3 and res["burst110_add"]["n"] == 4
+        assert res["seq_add"]["n"] == 3 and res["big_burst_add"]["n"] == 4
     rows = {r["key"]: r for r in report["rows"]}
     assert rows["seq_add_median_ms"]["ratio"] > 0 and rows["vnetd_rss_mib"]["vnetd"] > 0
     assert report["kernel_floor_ms"] > 0

@@ -26,7 +26,7 @@ def render_markdown(report: dict) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in report["rows"]:
         if r["key"] == "vnetd_rss_mib":
-            target = f"<= {r['limit_mib']:.0f} MiB"
+            target = f"<= {r['limit_mib']:.0f} MiB" if r.get("limit_mib") else ""
         else:
             target = f"<= {r['target']:.1f}x" if r.get("target") else ""
         ratio = f"{r['ratio']:.2f}x" if r.get("ratio") is not None else "-"
