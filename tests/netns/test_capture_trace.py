@@ -32,24 +32,29 @@ def vnet(namespaces, tmp_path):
 
 def trace_json(vnet, *args: str):
     result = run_cli("trace", "web-a", "--fabric", vnet.path, "--json", *args)
-    assert result.returncode in (0, 8), result.stderr
+    assert result.returncode in (0, 8, 9), result.stderr
     return result.returncode, json.loads(result.stdout)
 
 
 @pytest.mark.parametrize("to", ["10.99.0.7:8080", "10.99.0.7"])
 def test_trace_reports_every_hop_both_ways(vnet, to):
     code, report = trace_json(vnet, "--to", to)
-    assert code == 0
+    # Nothing listens on web-b:8080: reached, refused with a reset (exit 9), not delivered.
+    assert code == (9 if ":" in to else 0)
     assert [(h["node"], h["role"]) for h in report["hops"]] == HOPS
     assert report["hops"][0]["interface"] == vnet.a.host_if
     assert report["hops"][-1]["interface"] == vnet.b.host_if
     assert all(h["forward"] >= 1 and h["reply"] >= 1 for h in report["hops"])
-    assert report["complete"] is True
+    assert report["complete"] is (":" not in to)
+    assert report["status"] == ("refused" if ":" in to else "delivered")
     assert report["destination"] == {"address": "10.99.0.7", "port": 8080 if ":" in to else None,
                                      "pod": "default/web-b", "node": "n2"}
     if ":" in to:
         assert report["generated"]["result"] == "refused (RST)"
-        assert all(h["forwardKinds"] == ["S"] for h in report["hops"])
+        assert all(h["forward_kinds"] == ["S"] and h["reply_kinds"] == ["RA"] for h in report["hops"])
+        assert "nothing listens on :8080" in report["verdict"]
+        table = run_cli("trace", "web-a", "--fabric", vnet.path, "--to", to)
+        assert table.returncode == 9 and "R RST" in table.stdout  # the flag legend
 
 
 def test_trace_finds_the_last_hop_before_a_drop(vnet):
@@ -59,7 +64,7 @@ def test_trace_finds_the_last_hop_before_a_drop(vnet):
     seen = [h["forward"] > 0 for h in report["hops"]]
     assert seen == [True] * 7 + [False]
     assert all(h["reply"] == 0 for h in report["hops"])
-    assert report["lastSeen"] == {"index": 6, "node": "n2", "interface": "azure0", "role": "bridge",
+    assert report["last_seen"] == {"index": 6, "node": "n2", "interface": "azure0", "role": "bridge",
                                   "direction": "forward"}
     assert report["verdict"].startswith("lost after n2:azure0")
     table = run_cli("trace", "web-a", "--fabric", vnet.path, "--to", "10.99.0.7:8080",
@@ -81,7 +86,7 @@ def test_trace_waits_for_a_flow_made_elsewhere(vnet):
     report = json.loads(out)
     assert run.proc.returncode == 0, run.stderr
     assert report["generated"] is None and report["complete"] is True
-    assert all(h["forwardKinds"][0] == "S" and h["replyKinds"] == ["SA"]
+    assert all(h["forward_kinds"][0] == "S" and h["reply_kinds"] == ["SA"]
                for h in report["hops"]), report["hops"]
 
 

@@ -273,11 +273,12 @@ def test_metrics_on_loopback(cni_bin, node_ns, pod_ns, tmp_path, state_dir, daem
                 for line in body.splitlines() if line and not line.startswith("#")}
 
     m = scrape()
-    assert m['vnetd_requests_total{plugin="vnet",result="ok",verb="ADD"}'] == 1
-    assert m['vnetd_requests_total{plugin="vnet",result="error",verb="ADD"}'] == 1
-    assert m['vnetd_request_seconds_count{result="ok",verb="ADD"}'] == 1
+    assert m['vnetd_cni_requests_total{code="0",plugin="vnet",result="ok",verb="ADD"}'] == 1
+    assert m['vnetd_cni_requests_total{code="7",plugin="vnet",result="error",verb="ADD"}'] == 1
+    assert m['vnetd_cni_request_duration_seconds_count{code="0",result="ok",verb="ADD"}'] == 1
     assert m[f'vnetd_pool_addresses{{state_dir="{state_dir}"}}'] == 30
-    assert m[f'vnetd_pool_in_use{{state_dir="{state_dir}"}}'] == 1
+    assert m[f'vnetd_pool_addresses_in_use{{state_dir="{state_dir}"}}'] == 1
+    assert m["process_resident_memory_bytes"] > 0
     assert m[f'vnetd_metadata_refresh_age_seconds{{state_dir="{state_dir}"}}'] >= 0
     assert run_plugin(os.path.join(cni_bin, "vnet"), "DEL", conf, node=node_ns, container_id="ctr0", netns="",
                       cni_path=cni_bin).ok

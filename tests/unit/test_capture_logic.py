@@ -162,3 +162,32 @@ def test_verdicts_name_the_last_hop():
     never = _report([(0, 0)] * 2)
     assert never.last_seen is None and "never left the pod" in never.verdict
     assert never.to_json()["lastSeen"] is None and never.to_json()["source"]["pod"] == "default/web"
+
+
+def _tcp_report(pattern, reply_kinds) -> TraceReport:
+    source = Pod("default/web", Node("n", None, "/s"), HostSide("if0", 5, "azure0", "endpoint state", ""))
+    hops = _hop_results(pattern)
+    for h, kinds in zip(hops, reply_kinds):
+        h.reply_kinds = list(kinds)
+    report = TraceReport(source, "10.0.0.5", Destination("10.0.0.7", 8080), "tcp", 4000, None, hops)
+    judge(report)
+    return report
+
+
+def test_a_reset_from_the_destination_is_refused_not_delivered():
+    refused = _tcp_report([(1, 1)] * 3, [["RA"]] * 3)
+    assert not refused.complete and refused.status == "refused" and refused.refused
+    assert "nothing listens on :8080" in refused.verdict and "RST" in refused.verdict
+    assert refused.to_json()["status"] == "refused"
+    answered = _tcp_report([(1, 1)] * 3, [["SA", "A"]] * 3)
+    assert answered.complete and answered.status == "delivered"
+    reset_between = _tcp_report([(1, 1), (1, 1), (1, 0)], [["RA"], ["RA"], []])
+    assert not reset_between.complete and reset_between.status == "reset"
+
+
+def test_trace_exit_codes_tell_refused_from_lost_and_delivered():
+    from vnetcni.cli.capture_cmds import trace_exit_code
+
+    assert trace_exit_code(_tcp_report([(1, 1)] * 3, [["SA"]] * 3)) == 0
+    assert trace_exit_code(_tcp_report([(1, 1)] * 3, [["RA"]] * 3)) == 9
+    assert trace_exit_code(_tcp_report([(1, 0), (0, 0), (0, 0)], [[], [], []])) == 8

@@ -46,6 +46,11 @@ class TraceReport:
     last_seen: HopResult | None = None
     last_seen_direction: str = ""
     complete: bool = False
+    status: str = ""   # what happened to the flow: one of STATUSES
+
+    @property
+    def refused(self) -> bool:
+        return self.status == REFUSED
 
     def to_json(self) -> dict:
         last = None
@@ -63,8 +68,27 @@ class TraceReport:
             "generated": None if self.outcome is None else
             {"result": self.outcome.result, "answered": self.outcome.answered},
             "hops": [h.to_json(i) for i, h in enumerate(self.hops)],
-            "lastSeen": last, "complete": self.complete, "verdict": self.verdict,
+            "lastSeen": last, "complete": self.complete, "status": self.status, "verdict": self.verdict,
         }
+
+
+# What happened to the flow (report.status); the CLI maps each to an exit code.
+DELIVERED = "delivered"          # reached the destination and it answered (SYN-ACK, echo reply)
+REFUSED = "refused"              # reached the destination, which reset the connection: nothing listens
+RESET_ON_THE_WAY = "reset"       # a hop before the destination answered with a reset
+LOST = "lost"                    # last seen on a hop before the destination
+UNANSWERED = "unanswered"        # reached the destination's hop, no reply came back
+REPLY_LOST = "reply lost"        # the reply was lost on its way back
+NOT_SENT = "not sent"            # never seen, not even on the pod's own side
+STATUSES = (DELIVERED, REFUSED, RESET_ON_THE_WAY, LOST, UNANSWERED, REPLY_LOST, NOT_SENT)
+
+# The TCP flags as the report shows them (one letter each, in this order; "." for none).
+TCP_FLAG_LEGEND = "TCP flags: S SYN, A ACK, R RST (reset), F FIN, P PSH; SA = SYN-ACK, RA = RST-ACK"
+
+
+def _resets(kinds: list[str]) -> bool:
+    """Every reply of the flow was a TCP reset (an answer, but a refusal)."""
+    return bool(kinds) and all("R" in k for k in kinds)
 
 
 def flow_filter(src: str, dst: str, port: int | None, sport: int | None) -> str:
@@ -113,6 +137,7 @@ def judge(report: TraceReport) -> None:
     rep_seen = [i for i, h in enumerate(hops) if h.reply]
     last = len(hops) - 1
     if not fwd_seen:
+        report.status = NOT_SENT
         report.verdict = (f"the flow was not seen on any hop, not even {hops[0].hop.label} "
                           "(the pod's own side): it never left the pod")
         if hops and hops[0].arp_requests and not hops[0].arp_replies:
@@ -123,19 +148,44 @@ def judge(report: TraceReport) -> None:
     missing = [hops[i].hop.label for i in range(furthest) if not hops[i].forward]
     gaps = f" (not seen on {', '.join(missing)})" if missing else ""
     if furthest < last:
+        nearest_reply = min(rep_seen) if rep_seen else None
+        if nearest_reply is not None and _resets(hops[nearest_reply].reply_kinds) and nearest_reply <= furthest:
+            report.status = RESET_ON_THE_WAY
+            report.last_seen, report.last_seen_direction = hops[furthest], "forward"
+            report.verdict = (f"reset on the way: last seen on {hops[furthest].hop.label} "
+                              f"({hops[furthest].hop.role}), never reached {hops[furthest + 1].hop.label}; "
+                              f"a TCP reset came back from there (a firewall or the node rejected it){gaps}")
+            return
+        report.status = LOST
         report.verdict = (f"lost after {hops[furthest].hop.label} ({hops[furthest].hop.role}): "
                           f"last seen there, never reached {hops[furthest + 1].hop.label}{gaps}")
         return
     if not rep_seen:
+        report.status = UNANSWERED
         report.verdict = (f"reached {hops[last].hop.label} ({hops[last].hop.role}) but no reply "
                           f"came back{gaps}")
         return
     nearest = min(rep_seen)
     if nearest > 0:
+        report.status = REPLY_LOST
         report.last_seen, report.last_seen_direction = hops[nearest], "reply"
         report.verdict = (f"reached {hops[last].hop.label}; the reply was last seen on "
                           f"{hops[nearest].hop.label} and never reached {hops[nearest - 1].hop.label}")
         return
     report.last_seen, report.last_seen_direction = hops[0], "reply"
+    if report.protocol == "tcp" and _resets(hops[0].reply_kinds) and not _resets(hops[last].reply_kinds):
+        report.status = RESET_ON_THE_WAY
+        report.verdict = (f"reset on the way: the flow reached {hops[last].hop.label}, but the TCP reset that "
+                          f"came back was not sent from there (a firewall or the node rejected it){gaps}")
+        return
+    if report.protocol == "tcp" and _resets(hops[last].reply_kinds):
+        report.status = REFUSED
+        where = (f"pod {report.dest.pod.name}" if report.dest.pod is not None
+                 else f"{report.dest.address}")
+        report.verdict = (f"reached {where} ({hops[last].hop.label}), but nothing listens on "
+                          f":{report.dest.port}: it answered with a TCP reset (RST), the connection was refused"
+                          f"{gaps}")
+        return
+    report.status = DELIVERED
     report.complete = True
     report.verdict = f"delivered and answered: seen on every hop in both directions{gaps}"

@@ -3,46 +3,23 @@
 Progress and diagnostics go to stderr only, so `vnetctl capture POD -o - | tshark -r -` gets
 nothing but pcap on stdout. Errors are one readable line (plus a hint) and a distinct exit code:
 1 capture failed, 2 bad input (filter, address, options), 3 unknown pod / pod on another node,
-4 no permission, 5 tcpdump missing; trace exits 8 when the flow did not complete.
+4 no permission, 5 tcpdump missing; trace exits 8 when the flow did not complete and 9 when the
+destination refused it (it was reached, nothing listens on the port: a TCP reset came back).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
-from typing import Callable, Optional
+from typing import Optional
 
 import typer
 
-EXIT_FLOW_INCOMPLETE = 8
+from .common import EXIT_FLOW_INCOMPLETE, EXIT_REFUSED, JSON_OPTION, Output, guarded, output_option, say, want_json
 
-
-def _say(message: str) -> None:
-    print(f"vnetctl: {message}", file=sys.stderr, flush=True)
-
-
-def _guarded(body: Callable[[], int]) -> None:
-    """Run a command body; a CaptureError becomes a message and its exit code, never a traceback."""
-    from ..capture.errors import CaptureError
-
-    try:
-        code = body()
-    except CaptureError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        if exc.hint:
-            print(f"hint: {exc.hint}", file=sys.stderr)
-        raise typer.Exit(exc.exit_code) from None
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        raise typer.Exit(130) from None
-    except (typer.Exit, typer.Abort):
-        raise
-    except Exception as exc:  # noqa: BLE001 - the operator gets a sentence, not a traceback
-        print(f"error: unexpected failure: {type(exc).__name__}: {exc}", file=sys.stderr)
-        raise typer.Exit(1) from None
-    raise typer.Exit(code)
+_say = say
+_guarded = guarded
 
 
 def _open_output(output: Optional[str], pod_name: str) -> tuple[int, str, bool]:
@@ -162,17 +139,29 @@ def _render(report, console) -> None:
         table.add_row(str(i), hop.hop.node, hop.hop.interface, hop.hop.role, fwd, rep,
                       f"{hop.arp_requests}/{hop.arp_replies}", mark, style=style)
     console.print(table)
+    if report.protocol == "tcp":
+        from ..capture.verdict import TCP_FLAG_LEGEND
+
+        console.print(f"{TCP_FLAG_LEGEND}; ARP req/rep: ARP requests and replies for the two addresses",
+                      highlight=False)
     if report.outcome is not None:
         console.print(f"generated flow: {report.outcome.result}")
-    colour = "green" if report.complete else "yellow"
+    colour = "green" if report.complete else ("red" if report.refused else "yellow")
     console.print(f"[{colour}]{report.verdict}[/{colour}]", soft_wrap=True)
 
 
 def _console():
-    """Rich on a terminal; a wide plain console when piped, so names are never cut short."""
-    from rich.console import Console
+    from .common import console
 
-    return Console() if sys.stdout.isatty() else Console(width=160, no_color=True)
+    return console()
+
+
+def trace_exit_code(report) -> int:
+    """0 delivered and answered, 9 refused by the destination (reached: nothing listens on the
+    port), 8 anything else that did not complete (lost, unanswered, reset on the way)."""
+    if report.complete:
+        return 0
+    return EXIT_REFUSED if report.refused else EXIT_FLOW_INCOMPLETE
 
 
 def trace(
@@ -186,13 +175,16 @@ def trace(
     wait: Optional[float] = typer.Option(None, "--wait", min=0.1, max=600,
                                          help="Do not make the flow: wait up to SECONDS for it."),
     timeout: float = typer.Option(2.0, "--timeout", min=0.1, max=60, help="Seconds the generated flow waits for an answer."),
-    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    output: Optional[Output] = output_option("the report"),
+    as_json: bool = JSON_OPTION,
     pcap_dir: Optional[str] = typer.Option(None, "--pcap-dir", help="Keep each hop's pcap in this directory."),
 ) -> None:
     """Capture on every hop of a pod's flow at once (pod veth, bridge, uplink, and the peer node's),
     make or wait for the flow, and report hop by hop where it was seen and last seen.
 
-    Exit codes: 0 the flow completed, 8 it did not (see the report), 1-5 as for capture.
+    Exit codes: 0 delivered and answered, 9 refused (the destination was reached and answered with a
+    TCP reset: nothing listens on the port), 8 otherwise not completed (lost, unanswered, reset on
+    the way; see the report), 1-5 as for capture.
     """
 
     def body() -> int:
@@ -210,11 +202,13 @@ def trace(
         _say(f"pod {source.name}: host interface {source.host.host_if} found by {source.method}")
         dest = find_destination(address, port, fab)
         report = run_trace(source, dest, plan(source, dest, fab), wait, timeout, pcap_dir, _say)
-        if as_json:
-            print(json.dumps(report.to_json(), indent=2))
+        if want_json(output, as_json):
+            from .common import emit_json
+
+            emit_json(report.to_json())
         else:
             _render(report, _console())
-        return 0 if report.complete else EXIT_FLOW_INCOMPLETE
+        return trace_exit_code(report)
 
     _guarded(body)
 

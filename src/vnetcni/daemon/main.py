@@ -1,4 +1,4 @@
-"""vnetd: `vnetd [--state-dir DIR] [--metrics-port PORT] [--log-file FILE]`.
+"""vnetd: `vnetd [--state-dir DIR] [--metrics-port PORT [--metrics-address ADDR]] [--log-file FILE]`.
 
 One per node, in the network namespace it serves. Listens on <state-dir>/vnetd.sock (root only),
 reconciles stale endpoints at start, refreshes the address pools in the background, logs one JSON
@@ -7,7 +7,6 @@ line per request, and stops cleanly on SIGTERM/SIGINT (requests in flight finish
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import signal
@@ -78,27 +77,85 @@ def _logger(path: str | None):
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run vnetd with these arguments; its exit code (2 for bad arguments, never a traceback)."""
+    try:
+        app(args=argv, prog_name="vnetd")
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    return 0
+
+
+def _version(value: bool) -> None:
+    import typer
+
+    if value:
+        from .. import __version__
+
+        print(f"vnetd {__version__}")
+        raise typer.Exit(0)
+
+
+def _build_app():
+    import typer
+
+    from ..cli.help import plain_help, plain_usage_errors
+
+    plain_help()
+    plain_usage_errors()
+    cmd = typer.Typer(add_completion=False, pretty_exceptions_enable=False,
+                      context_settings={"help_option_names": ["-h", "--help"]})
+
+    @cmd.command(help="vnet-cni's node agent: serves the vnet and vnet-ipam plugins' calls on "
+                 "<state-dir>/vnetd.sock, refreshes the address pools in the background, prunes "
+                 "endpoints whose pod is gone at start, and serves Prometheus metrics when asked.")
+    def vnetd(
+        state_dir: str = typer.Option(DEFAULT_STATE_DIR, "--state-dir",
+                                      help="The node's state directory (socket, state files)."),
+        metrics_port: int = typer.Option(0, "--metrics-port", min=0, max=65535,
+                                         help="Serve Prometheus metrics on this port (0: off)."),
+        metrics_address: str = typer.Option("127.0.0.1", "--metrics-address",
+                                            help="Address the metrics port listens on: 127.0.0.1 (default), "
+                                            "or 0.0.0.0 / :: for a cluster Prometheus to scrape."),
+        log_file: str = typer.Option("", "--log-file", help="Append request logs here (default: stderr)."),
+        no_reconcile: bool = typer.Option(False, "--no-reconcile",
+                                          help="Skip pruning stale endpoints at start."),
+        _v: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                help="Print the version and exit."),
+    ) -> None:
+        raise typer.Exit(serve(state_dir, metrics_port, metrics_address, log_file or None, no_reconcile))
+
+    return cmd
+
+
+def serve(state_dir: str, metrics_port: int = 0, metrics_address: str = "127.0.0.1",
+          log_file: str | None = None, no_reconcile: bool = False) -> int:
     from .refresher import PoolRefresher
     from .server import DaemonRunning, Server
 
-    ap = argparse.ArgumentParser(prog="vnetd", description="vnet-cni node agent")
-    ap.add_argument("--state-dir", default=DEFAULT_STATE_DIR, help="state directory (socket, state files)")
-    ap.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus metrics on 127.0.0.1:PORT")
-    ap.add_argument("--log-file", default=None, help="append request logs here (default: stderr)")
-    ap.add_argument("--no-reconcile", action="store_true", help="skip pruning stale endpoints at start")
-    args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="vnetd %(levelname)s %(message)s", stream=sys.stderr)
     log = logging.getLogger("vnetd")
 
     refresher = PoolRefresher()
     handlers = _Handlers(refresher)
-    write_log = _logger(args.log_file)
+    try:
+        write_log = _logger(log_file)
+    except OSError as exc:
+        print(f"error: cannot open the log file {log_file}: {exc.strerror}", file=sys.stderr)
+        return 1
     observers = [write_log]
-    if args.metrics_port:
-        from .metrics import Metrics
+    metrics = None
+    if metrics_port:
+        from .metrics import Metrics, MetricsError
 
-        metrics = Metrics(refresher)
-        metrics.serve(args.metrics_port)
+        metrics = Metrics(refresher, [state_dir])
+        try:
+            metrics.serve(metrics_port, metrics_address)
+        except MetricsError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            if "in use" in str(exc):
+                print("hint: another process (another vnetd?) listens there; pick another --metrics-port",
+                      file=sys.stderr)
+            return 1
         observers.append(metrics.observe)
 
     def on_request(rec: dict) -> None:
@@ -107,25 +164,27 @@ def main(argv: list[str] | None = None) -> int:
 
     # Reconcile before the socket exists: a plugin that finds vnetd listening finds the
     # node's state already pruned of endpoints whose namespace is gone.
-    if not args.no_reconcile:
+    if not no_reconcile:
         from ..dataplane.linux import LinuxDataplane
         from ..plugins.reconcile import reconcile
 
         try:
-            done = reconcile(args.state_dir, LinuxDataplane(lock_dir=NodeLayout(args.state_dir).lock_dir))
+            done = reconcile(state_dir, LinuxDataplane(lock_dir=NodeLayout(state_dir).lock_dir))
             if done.pruned:
                 log.info("pruned %d stale endpoint(s) at start: %s", len(done.pruned),
                          ", ".join(r["containerId"][:12] for r in done.pruned))
         except Exception as exc:
             log.warning("start-up reconciliation failed: %s", exc)
-    server = Server(args.state_dir, handlers, on_request)
+    server = Server(state_dir, handlers, on_request)
+    if metrics is not None and hasattr(server, "on_fallback"):
+        server.on_fallback = metrics.fallback
     try:
         server.start()
     except DaemonRunning as exc:
-        print(f"vnetd: {exc}", file=sys.stderr)
+        print(f"error: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:
-        print(f"vnetd: cannot listen in {args.state_dir}: {exc}", file=sys.stderr)
+        print(f"error: cannot listen in {state_dir}: {exc}", file=sys.stderr)
         return 1
     refresher.start()
 
@@ -135,12 +194,19 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     log.info("listening on %s", server.socket_path)
+    if metrics is not None:
+        log.info("metrics on %s:%d/metrics", metrics_address, metrics_port)
     server.serve_forever()
     server.stop()
     refresher.stop()
     handlers.close()
+    if metrics is not None:
+        metrics.close()
     log.info("stopped")
     return 0
+
+
+app = _build_app()
 
 
 def run() -> None:

@@ -70,6 +70,7 @@ class Server:
         self.socket_path = self.layout.socket
         self._handlers = handlers
         self._on_request = on_request
+        self.on_fallback: Callable[[str], None] | None = None  # metrics: requests handed back
         self._netns = protocol.netns_id()
         self._sock: socket.socket | None = None
         self._stopping = threading.Event()
@@ -151,16 +152,21 @@ class Server:
             plugin_name, netns, env, stdin = protocol.decode_request(data)
         except protocol.ProtocolError as exc:
             log.warning("bad request: %s", exc)
-            return protocol.FALLBACK
+            return self._fallback("bad request")
         if netns != self._netns:
-            return protocol.FALLBACK  # a caller in another namespace: it works in-process
+            return self._fallback("other network namespace")  # the caller works in-process
         plugin = self._handlers(plugin_name)
         if plugin is None:
-            return protocol.FALLBACK
+            return self._fallback("unknown plugin")
         out, code = dispatch.run(plugin, env, stdin)
         if self._on_request is not None:
             self._on_request(self._record(plugin_name, env, out, code, time.perf_counter() - started))
         return protocol.encode_response(code, out)
+
+    def _fallback(self, reason: str) -> bytes:
+        if self.on_fallback is not None:
+            self.on_fallback(reason)
+        return protocol.FALLBACK
 
     @staticmethod
     def _record(plugin: str, env: dict, out: bytes, code: int, seconds: float) -> dict:
