@@ -199,3 +199,76 @@ def test_interface_name_taken_in_the_pod_is_an_error_and_rolls_back(world):
     code, err = call(plugin, "ADD", sd)
     assert code == 1 and err["code"] == 102 and "already exists" in err["msg"]
     assert ipam.allocated == {} and dp.hosts == {}
+
+
+# --- transparent mode ------------------------------------------------------------------------
+TRANSPARENT = {"mode": "transparent"}
+
+
+@pytest.mark.parametrize("version", ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"])
+def test_transparent_add_routes_the_pod_through_a_link_local_gateway(world, version):
+    dp, ipam, plugin, sd = world
+    dp.netns.add("/run/netns/p1")
+    code, res = call(plugin, "ADD", sd, version=version, extra=TRANSPARENT)
+    assert code == 0, res
+    veth = host_ifname("vnet", "c1", "eth0")
+    assert [i["name"] for i in res["interfaces"]] == [veth, "eth0"]  # no bridge
+    assert res["ips"][0]["address"] == "10.240.0.36/32" and res["ips"][0]["gateway"] == "169.254.1.1"
+    assert res["ips"][0]["interface"] == 1
+    assert ("version" in res["ips"][0]) == (version < "1.0.0")
+    assert {"dst": "0.0.0.0/0", "gw": "169.254.1.1"} in res["routes"]
+    assert not dp.bridges
+    pod = dp.pods[("/run/netns/p1", "eth0")]
+    assert pod.addresses == ["10.240.0.36/32"]
+    assert ("169.254.1.1/32", "") in pod.routes and ("0.0.0.0/0", "169.254.1.1") in pod.routes
+    assert pod.neighbours == {"169.254.1.1": dp.hosts[veth]["mac"]}
+    assert dp.hosts[veth]["bridge"] == "" and dp.hosts[veth]["routes"] == ["10.240.0.36/32"]
+    rec = EndpointStore(sd).get("vnet/c1/eth0")
+    assert rec["mode"] == "transparent" and rec["bridge"] == "" and rec["gateways"] == ["169.254.1.1"]
+    assert call(plugin, "ADD", sd, version=version, extra=TRANSPARENT)[1] == res  # idempotent
+
+
+def test_transparent_without_default_route_still_reaches_the_subnet(world):
+    dp, ipam, plugin, sd = world
+    dp.netns.add("/run/netns/p1")
+    ipam.add = lambda inv, conf: Result(ips=[IPConfig("10.240.0.40/16", "10.240.0.1")])
+    code, res = call(plugin, "ADD", sd, extra=TRANSPARENT)
+    assert code == 0, res
+    assert res["routes"] == [{"dst": "169.254.1.1/32"}, {"dst": "10.240.0.0/16", "gw": "169.254.1.1"}]
+
+
+@pytest.mark.parametrize("damage,needle", [
+    (lambda dp, veth: dp.pods[("/run/netns/p1", "eth0")].neighbours.clear(), "not pinned"),
+    (lambda dp, veth: dp.hosts[veth]["routes"].clear(), "no route to 10.240.0.36"),
+    (lambda dp, veth: dp.hosts[veth].update(bridge="azure0"), "is on bridge azure0"),
+    (lambda dp, veth: dp.pods[("/run/netns/p1", "eth0")].routes.pop(), "missing in the pod"),
+])
+def test_transparent_check_sees_what_is_wrong(world, damage, needle):
+    dp, _, plugin, sd = world
+    dp.netns.add("/run/netns/p1")
+    call(plugin, "ADD", sd, extra=TRANSPARENT)
+    assert call(plugin, "CHECK", sd, extra=TRANSPARENT)[0] == 0
+    damage(dp, host_ifname("vnet", "c1", "eth0"))
+    code, err = call(plugin, "CHECK", sd, extra=TRANSPARENT)
+    assert code == 1 and err["code"] == 103 and needle in err["msg"], err
+
+
+def test_transparent_del_without_netns_and_gc(world):
+    dp, ipam, plugin, sd = world
+    for cid in ("c1", "c2", "c3"):
+        dp.netns.add(f"/run/netns/{cid}")
+        assert call(plugin, "ADD", sd, cid=cid, netns=f"/run/netns/{cid}", extra=TRANSPARENT)[0] == 0
+    assert call(plugin, "DEL", sd, cid="c1", netns="", extra=TRANSPARENT)[0] == 0
+    code, _ = call(plugin, "GC", sd, version="1.1.0", extra={
+        **TRANSPARENT, "cni.dev/valid-attachments": [{"containerID": "c2", "ifname": "eth0"}]})
+    assert code == 0
+    assert list(EndpointStore(sd).all()) == ["vnet/c2/eth0"]
+    assert list(dp.hosts) == [host_ifname("vnet", "c2", "eth0")]
+    assert list(ipam.allocated) == [("vnet", "c2", "eth0")]
+
+
+def test_unknown_mode_is_code_7(world):
+    dp, _, plugin, sd = world
+    dp.netns.add("/run/netns/p1")
+    code, err = call(plugin, "ADD", sd, extra={"mode": "l2tunnel"})
+    assert code == 1 and err["code"] == 7 and "mode" in err["msg"]

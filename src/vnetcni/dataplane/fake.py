@@ -41,16 +41,18 @@ class FakeDataplane:
             raise LinkExists(f"cannot create veth {spec.host_ifname}/{spec.ifname}: already exists")
         if self.fail_on == "create":
             raise CNIError(DATAPLANE_FAILURE, f"cannot create veth {spec.host_ifname}/{spec.ifname}: injected")
-        if spec.bridge not in self.bridges:
+        if not spec.routed and spec.bridge not in self.bridges:
             raise CNIError(DATAPLANE_FAILURE, f"bridge {spec.bridge} vanished")
         if self.fail_on == "configure":
             raise CNIError(DATAPLANE_FAILURE, f"cannot configure pod interface {spec.ifname}: injected")
         host_mac, pod_mac = next(self._macs), next(self._macs)
+        host_routes = [f"{a.split('/')[0]}/{32 if ':' not in a else 128}" for a in spec.addresses] if spec.routed else []
         self.hosts[spec.host_ifname] = {"bridge": spec.bridge, "mac": host_mac, "netns": spec.netns,
-                                        "ifname": spec.ifname}
+                                        "ifname": spec.ifname, "routes": host_routes}
         self.pods[(spec.netns, spec.ifname)] = PodView(
             exists=True, mac=pod_mac, up=True, mtu=spec.mtu, addresses=list(spec.addresses),
-            routes=[(dst, gw) for dst, gw in spec.routes])
+            routes=[(dst, gw) for dst, gw in spec.routes],
+            neighbours={gw: host_mac for gw in spec.host_gateways})
         return PodLink(host_mac=host_mac, pod_mac=pod_mac)
 
     def delete_pod_link(self, host_ifname: str) -> bool:
@@ -80,4 +82,5 @@ class FakeDataplane:
         host = self.hosts.get(host_ifname)
         if host is None:
             return HostView(exists=False)
-        return HostView(exists=True, master=host["bridge"], up=True, mac=host["mac"])
+        return HostView(exists=True, master=host["bridge"], up=True, mac=host["mac"],
+                        routes=list(host["routes"]))

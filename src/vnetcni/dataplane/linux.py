@@ -24,7 +24,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from ..cni.errors import CNIError, DATAPLANE_FAILURE
 from . import netns as nsutil
 from .model import BridgeInfo, HostView, LinkExists, PodLink, PodLinkSpec, PodView
-from .rtnl import RtnlChannel
+from .rtnl import NUD_PERMANENT, RtnlChannel
 
 _AF = {4: socket.AF_INET, 6: socket.AF_INET6}
 
@@ -196,11 +196,14 @@ class LinuxDataplane:
 
     def create_pod_link(self, spec: PodLinkSpec) -> PodLink:
         """One netlink request creates the pair with the pod end inside the pod's namespace,
-        the host end on the bridge and up, both MACs chosen here (no read-back needed)."""
-        br_idx = self._bridge_index(spec.bridge)
-        if br_idx is None:
-            self._bridges.clear()
-            raise CNIError(DATAPLANE_FAILURE, f"bridge {spec.bridge} vanished")
+        the host end up (on the bridge, in bridge mode), both MACs chosen here (no read-back
+        needed); routed: then the node's routes to the pod's addresses through the host end."""
+        br_idx = None
+        if not spec.routed:
+            br_idx = self._bridge_index(spec.bridge)
+            if br_idx is None:
+                self._bridges.clear()
+                raise CNIError(DATAPLANE_FAILURE, f"bridge {spec.bridge} vanished")
         host_mac, pod_mac = _local_mac(), _local_mac()
         try:
             fd = os.open(spec.netns, os.O_RDONLY | os.O_CLOEXEC)
@@ -213,13 +216,15 @@ class LinuxDataplane:
                 raise LinkExists(f"cannot create veth {spec.host_ifname}/{spec.ifname}: an interface "
                                  f"named {spec.host_ifname} on the node or {spec.ifname} in the pod "
                                  "already exists") from None
-            if exc.code in (errno.ENODEV, errno.EINVAL):
+            if exc.code in (errno.ENODEV, errno.EINVAL) and not spec.routed:
                 self._bridges.clear()  # the bridge we knew is gone: set it up again next time
             raise _fail(f"cannot create veth {spec.host_ifname}", exc) from None
         finally:
             os.close(fd)
         try:
-            self._configure_pod(spec)
+            self._configure_pod(spec, host_mac)
+            if spec.routed:
+                self._route_to_pod(spec)
         except Exception as exc:
             with contextlib.suppress(Exception):
                 self.delete_pod_link(spec.host_ifname)
@@ -228,7 +233,7 @@ class LinuxDataplane:
             raise _fail(f"cannot configure pod interface {spec.ifname}", exc) from None
         return PodLink(host_mac=host_mac, pod_mac=pod_mac)
 
-    def _configure_pod(self, spec: PodLinkSpec) -> None:
+    def _configure_pod(self, spec: PodLinkSpec, host_mac: str) -> None:
         with nsutil.entered(spec.netns):
             pod = RtnlChannel()
             _arp_notify(spec.ifname)
@@ -239,12 +244,24 @@ class LinuxDataplane:
             for cidr in spec.addresses:
                 pod.add_address(idx, cidr)
             pod.set_up(idx)  # with arp_notify: a gratuitous ARP goes out
+            for gateway in spec.host_gateways:
+                pod.add_neighbour(idx, gateway, host_mac)
             for dst, gw in spec.routes:
                 try:
                     pod.add_route(idx, dst, gw)
                 except NetlinkError as exc:
                     if exc.code != errno.EEXIST:
                         raise
+
+    def _route_to_pod(self, spec: PodLinkSpec) -> None:
+        """Routed mode: the node reaches each pod address through the host end (scope link)."""
+        ch = self._channel()
+        idx = ch.link_index(spec.host_ifname)
+        if idx is None:
+            raise CNIError(DATAPLANE_FAILURE, f"{spec.host_ifname} vanished from the node")
+        for cidr in spec.addresses:
+            ip = ipaddress.ip_interface(cidr).ip
+            ch.add_route(idx, f"{ip}/{ip.max_prefixlen}")
 
     def begin_delete_pod_link(self, host_ifname: str):
         """Start removing the pair on a helper thread and return a wait() -> bool: the kernel's
@@ -281,8 +298,13 @@ class LinuxDataplane:
                         continue
                     dst = r.get_attr("RTA_DST") or ("0.0.0.0" if fam == socket.AF_INET else "::")
                     routes.append((f"{dst}/{r['dst_len']}", r.get_attr("RTA_GATEWAY") or ""))
+            neighbours = {n.get_attr("NDA_DST"): n.get_attr("NDA_LLADDR")
+                          for fam in (socket.AF_INET, socket.AF_INET6)
+                          for n in pr.get_neighbours(family=fam, ifindex=idx)
+                          if n["state"] & NUD_PERMANENT}
             return PodView(exists=True, mac=link.get_attr("IFLA_ADDRESS"), up=bool(link["flags"] & 1),
-                           mtu=link.get_attr("IFLA_MTU"), addresses=addrs, routes=routes)
+                           mtu=link.get_attr("IFLA_MTU"), addresses=addrs, routes=routes,
+                           neighbours=neighbours)
 
     def inspect_host(self, host_ifname: str) -> HostView:
         idx = self._index(self.ipr, host_ifname)
@@ -293,8 +315,12 @@ class LinuxDataplane:
         master = ""
         if master_idx:
             master = self.ipr.get_links(master_idx)[0].get_attr("IFLA_IFNAME")
+        routes = [f"{r.get_attr('RTA_DST') or ('0.0.0.0' if fam == socket.AF_INET else '::')}/{r['dst_len']}"
+                  for fam in (socket.AF_INET, socket.AF_INET6)
+                  for r in self.ipr.get_routes(family=fam, table=254, oif=idx)
+                  if r.get_attr("RTA_OIF") == idx]
         return HostView(exists=True, master=master, up=bool(link["flags"] & 1),
-                        mac=link.get_attr("IFLA_ADDRESS"))
+                        mac=link.get_attr("IFLA_ADDRESS"), routes=routes)
 
 
 def _arp_notify(ifname: str) -> None:

@@ -17,15 +17,26 @@ class LinkExists(CNIError):
 
 @dataclass(frozen=True)
 class PodLinkSpec:
-    """One pod attachment: a veth whose pod end is created directly inside the pod's netns."""
+    """One pod attachment: a veth whose pod end is created directly inside the pod's netns.
+
+    Bridge mode: the host end is a port of `bridge`. Routed (transparent) mode, bridge "": the
+    host end stands alone, the node routes each pod address to it (a /32 or /128 route), and
+    in the pod each of `host_gateways` (link-local addresses) is a permanent neighbour entry
+    pointing at the host end's MAC, so the pod's default route reaches the node without ARP/ND.
+    """
 
     netns: str  # path of the pod's network namespace
     ifname: str  # pod end, e.g. eth0
     host_ifname: str  # host end, e.g. azv5a6822c76a3
-    bridge: str
+    bridge: str  # "" = routed
     mtu: int
     addresses: tuple[str, ...]  # CIDR, e.g. ("10.240.0.36/16",)
     routes: tuple[tuple[str, str], ...]  # (dst CIDR, gateway or "")
+    host_gateways: tuple[str, ...] = ()  # routed: pod-side neighbours pinned to the host end's MAC
+
+    @property
+    def routed(self) -> bool:
+        return not self.bridge
 
 
 @dataclass(frozen=True)
@@ -51,6 +62,7 @@ class PodView:
     mtu: int = 0
     addresses: list[str] = field(default_factory=list)
     routes: list[tuple[str, str]] = field(default_factory=list)
+    neighbours: dict[str, str] = field(default_factory=dict)  # permanent entries: address -> MAC
 
 
 @dataclass
@@ -59,6 +71,7 @@ class HostView:
     master: str = ""
     up: bool = False
     mac: str = ""
+    routes: list[str] = field(default_factory=list)  # node routes out of this link (dst CIDRs)
 
 
 class Dataplane(Protocol):

@@ -15,11 +15,13 @@ import os
 import socket
 import struct
 
-from pyroute2.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST
+from pyroute2.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST
 from pyroute2.netlink.exceptions import NetlinkError
-from pyroute2.netlink.rtnl import RTM_DELLINK, RTM_GETLINK, RTM_NEWADDR, RTM_NEWLINK, RTM_NEWROUTE
+from pyroute2.netlink.rtnl import (RTM_DELLINK, RTM_GETLINK, RTM_NEWADDR, RTM_NEWLINK, RTM_NEWNEIGH,
+                                   RTM_NEWROUTE)
 from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
+from pyroute2.netlink.rtnl.ndmsg import ndmsg
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
 from . import netns as nsutil
@@ -35,6 +37,7 @@ RTPROT_BOOT = 3
 RT_SCOPE_UNIVERSE = 0
 RT_SCOPE_LINK = 253
 RTN_UNICAST = 1
+NUD_PERMANENT = 0x80
 
 
 class RtnlChannel:
@@ -105,16 +108,17 @@ class RtnlChannel:
         return answer["index"]
 
     def add_veth(self, name: str, peer: str, peer_netns_fd: int, mtu: int, mac: str, peer_mac: str,
-                 master: int) -> None:
-        """The pair in one request: this end on `master` and up, the peer created directly
-        inside the namespace `peer_netns_fd` refers to."""
+                 master: int | None) -> None:
+        """The pair in one request: this end up (on bridge `master` unless None), the peer
+        created directly inside the namespace `peer_netns_fd` refers to."""
         msg = ifinfmsg()
         msg["flags"] = IFF_UP
         msg["change"] = IFF_UP
         peer_attrs = [("IFLA_IFNAME", peer), ("IFLA_NET_NS_FD", peer_netns_fd), ("IFLA_MTU", mtu),
                       ("IFLA_ADDRESS", peer_mac)]
         msg["attrs"] = [
-            ("IFLA_IFNAME", name), ("IFLA_MTU", mtu), ("IFLA_ADDRESS", mac), ("IFLA_MASTER", master),
+            ("IFLA_IFNAME", name), ("IFLA_MTU", mtu), ("IFLA_ADDRESS", mac),
+            *([("IFLA_MASTER", master)] if master else []),
             ("IFLA_LINKINFO", {"attrs": [
                 ("IFLA_INFO_KIND", "veth"),
                 ("IFLA_INFO_DATA", {"attrs": [("VETH_INFO_PEER", {"attrs": peer_attrs})]}),
@@ -167,3 +171,13 @@ class RtnlChannel:
             attrs.append(("RTA_GATEWAY", gateway))
         msg["attrs"] = attrs
         self._request(msg, RTM_NEWROUTE, _CREATE)
+
+    def add_neighbour(self, index: int, address: str, mac: str) -> None:
+        """A permanent neighbour entry (no ARP/ND is ever sent for it); replaces an existing one."""
+        ip = ipaddress.ip_address(address)
+        msg = ndmsg()
+        msg["family"] = socket.AF_INET if ip.version == 4 else socket.AF_INET6
+        msg["ifindex"] = index
+        msg["state"] = NUD_PERMANENT
+        msg["attrs"] = [("NDA_DST", str(ip)), ("NDA_LLADDR", mac)]
+        self._request(msg, RTM_NEWNEIGH, _CHANGE | NLM_F_CREATE | NLM_F_REPLACE)

@@ -1,7 +1,16 @@
-"""The `vnet` main plugin: bridge mode, one veth per pod, addresses from the IPAM plugin.
+"""The `vnet` main plugin: one veth per pod, addresses from the IPAM plugin, in one of two modes.
 
-ADD   IPAM allocates -> bridge ensured -> veth created with its pod end inside the pod's netns ->
-      address, routes, MTU -> endpoint record written (only once all of it exists).
+bridge       the host ends are ports of a bridge (with the node's NIC enslaved): pods sit on the
+             VNet's L2 segment with the subnet's prefix and gateway.
+transparent  no bridge (Azure CNI's default, routed like AWS VPC CNI): the pod has its address as
+             a /32 (/128), its default route via a link-local gateway (169.254.1.1, fe80::1)
+             pinned by a permanent neighbour entry to the host end's MAC, so the pod sends every
+             packet to the node without ARP/ND; the node routes each pod address to the host end.
+             The node must forward (net.ipv4.ip_forward=1, as every Kubernetes node has it).
+
+ADD   IPAM allocates -> bridge ensured (bridge mode) -> veth created with its pod end inside the
+      pod's netns -> address, neighbours, routes, MTU (and the node's routes to the pod) ->
+      endpoint record written (only once all of it exists).
       Any failure undoes what was done, the IPAM allocation included.
 DEL   works from the record (or the deterministic host name) when the netns is gone or
       CNI_NETNS is empty: veth removed, address released, record removed. Idempotent.
@@ -27,6 +36,11 @@ from .endpoints import EndpointStore, endpoint_key, host_ifname
 DEFAULT_BRIDGE = "azure0"
 DEFAULT_MTU = 1500
 IN_PROCESS_IPAM = "vnet-ipam"
+MODE_BRIDGE = "bridge"
+MODE_TRANSPARENT = "transparent"
+MODES = (MODE_BRIDGE, MODE_TRANSPARENT)
+# The link-local gateway of transparent mode, per IP version: the host end answers for it.
+TRANSPARENT_GATEWAYS = {4: "169.254.1.1", 6: "fe80::1"}
 
 
 def _default_dataplane(layout: NodeLayout):
@@ -47,18 +61,27 @@ class Settings:
         except LayoutError as err:
             raise CNIError(E.INVALID_CONFIG, str(err)) from None
         self.state_dir = self.layout.state_dir
+        self.mode = conf.get("mode", MODE_BRIDGE)
+        if self.mode not in MODES:
+            raise CNIError(E.INVALID_CONFIG, f"mode must be one of {', '.join(MODES)}, got {self.mode!r:.60}")
         for key, value in (("bridge", self.bridge), ("uplink", self.uplink)):
             if not isinstance(value, str):
                 raise CNIError(E.INVALID_CONFIG, f"{key!r} must be a string")
-        if not self.bridge or len(self.bridge) > 15 or "/" in self.bridge:
+        if not isinstance(self.bridge, str) or not self.bridge or len(self.bridge) > 15 or "/" in self.bridge:
             raise CNIError(E.INVALID_CONFIG, f"invalid bridge name {self.bridge!r}")
         if self.mtu is not None and (isinstance(self.mtu, bool) or not isinstance(self.mtu, int)
                                      or not 68 <= self.mtu <= 65535):
             raise CNIError(E.INVALID_CONFIG, f"mtu must be an integer between 68 and 65535, got {self.mtu!r}")
+        if self.transparent:
+            self.bridge = ""  # no bridge; `uplink` only gives the MTU
         ipam = conf.ipam
         if not isinstance(ipam.get("type"), str) or not ipam.get("type"):
             raise CNIError(E.INVALID_CONFIG, "the vnet plugin needs an 'ipam' section with a 'type'")
         self.ipam_type = ipam["type"]
+
+    @property
+    def transparent(self) -> bool:
+        return self.mode == MODE_TRANSPARENT
 
 
 class VnetPlugin:
@@ -163,15 +186,25 @@ class VnetPlugin:
         veth = host_ifname(conf.name, inv.container_id, inv.ifname)
         created = False
         try:
-            first = ipam_result.ips[0]
-            prefix = ipaddress.ip_interface(first.address).network.prefixlen
-            gateway_cidr = f"{first.gateway}/{prefix}" if first.gateway and not settings.uplink else ""
             mtu = settings.mtu or (dp.uplink_mtu(settings.uplink) if settings.uplink else DEFAULT_MTU)
-            bridge = dp.ensure_bridge(settings.bridge, mtu, settings.uplink, gateway_cidr)
-            routes = self._routes(ipam_result)
+            if settings.transparent:
+                bridge = None
+                addresses, gateways, routes, pinned = self._transparent_layout(ipam_result)
+            else:
+                addresses = [ip.address for ip in ipam_result.ips]
+                gateways = [ip.gateway for ip in ipam_result.ips if ip.gateway]
+                bridge = None
+                for gw_ip in ipam_result.ips:
+                    if gw_ip.gateway and not settings.uplink:
+                        prefix = ipaddress.ip_interface(gw_ip.address).network.prefixlen
+                        bridge = dp.ensure_bridge(settings.bridge, mtu, "", f"{gw_ip.gateway}/{prefix}")
+                if bridge is None:
+                    bridge = dp.ensure_bridge(settings.bridge, mtu, settings.uplink, "")
+                routes = self._routes(ipam_result)
+                pinned = ()
             spec = PodLinkSpec(netns=inv.netns, ifname=inv.ifname, host_ifname=veth, bridge=settings.bridge,
-                               mtu=mtu, addresses=tuple(ip.address for ip in ipam_result.ips),
-                               routes=tuple((r.dst, r.gw) for r in routes))
+                               mtu=mtu, addresses=tuple(addresses),
+                               routes=tuple((r.dst, r.gw) for r in routes), host_gateways=tuple(pinned))
             try:
                 link = dp.create_pod_link(spec)
             except LinkExists:
@@ -184,10 +217,11 @@ class VnetPlugin:
             created = True
             record = {
                 "network": conf.name, "containerId": inv.container_id, "ifName": inv.ifname,
-                "hostIfName": veth, "bridge": bridge.name, "bridgeMac": bridge.mac,
+                "mode": settings.mode, "hostIfName": veth,
+                "bridge": bridge.name if bridge else "", **({"bridgeMac": bridge.mac} if bridge else {}),
                 "mac": link.pod_mac, "hostMac": link.host_mac, "mtu": mtu,
-                "ips": [ip.address for ip in ipam_result.ips],
-                "gateway": first.gateway,
+                "ips": list(addresses),
+                "gateway": gateways[0] if gateways else "", "gateways": gateways,
                 "routes": [{"dst": r.dst, **({"gw": r.gw} if r.gw else {})} for r in routes],
                 "dns": (conf.dns or ipam_result.dns.to_dict()),
                 "netns": inv.netns, "podName": inv.pod_name, "podNamespace": inv.pod_namespace,
@@ -219,27 +253,59 @@ class VnetPlugin:
             pass  # the original error is what the runtime must see; GC reclaims the rest
 
     @staticmethod
+    def _transparent_layout(ipam_result: Result):
+        """Transparent mode from an IPAM result: each address as a host route (/32, /128); per
+        family the link-local gateway, an on-link route to it (IPv4; IPv6 has fe80::/64 on every
+        link), the IPAM's routes through it, and the IPAM subnets through it when the IPAM gave
+        no default route of that family; the gateways to pin to the host end's MAC."""
+        addresses, gateways, routes = [], [], []
+        families = []
+        for ip in ipam_result.ips:
+            iface = ipaddress.ip_interface(ip.address)
+            addresses.append(f"{iface.ip}/{iface.max_prefixlen}")
+            if iface.version not in families:
+                families.append(iface.version)
+        for version in families:
+            gateway = TRANSPARENT_GATEWAYS[version]
+            gateways.append(gateway)
+            if version == 4:
+                routes.append(Route(f"{gateway}/32"))
+            ipam_routes = [r for r in ipam_result.routes
+                           if ipaddress.ip_network(r.dst, strict=False).version == version]
+            for r in ipam_routes:
+                routes.append(Route(ipaddress.ip_network(r.dst, strict=False).with_prefixlen, gateway))
+            if not any(ipaddress.ip_network(r.dst, strict=False).prefixlen == 0 for r in ipam_routes):
+                for ip in ipam_result.ips:
+                    net = ipaddress.ip_interface(ip.address).network
+                    if net.version == version and net.prefixlen < net.max_prefixlen:
+                        if all(r.dst != net.with_prefixlen for r in routes):
+                            routes.append(Route(net.with_prefixlen, gateway))
+        return addresses, gateways, routes, gateways
+
+    @staticmethod
     def _routes(ipam_result: Result) -> list[Route]:
         routes = list(ipam_result.routes)
-        gw = ipam_result.ips[0].gateway
+        gateways = {ipaddress.ip_address(ip.gateway).version: ip.gateway for ip in ipam_result.ips if ip.gateway}
         for r in routes:
-            if not r.gw and ipaddress.ip_network(r.dst, strict=False).prefixlen == 0 and gw:
-                r.gw = gw  # host-local style "routes": [{"dst": "0.0.0.0/0"}] goes via the gateway
+            net = ipaddress.ip_network(r.dst, strict=False)
+            if not r.gw and net.prefixlen == 0 and net.version in gateways:
+                r.gw = gateways[net.version]  # host-local style "routes": [{"dst": "0.0.0.0/0"}] goes via the gateway
         return routes
 
     @staticmethod
     def _result_from_record(rec: dict) -> Result:
-        gw = rec.get("gateway", "")
+        gateways = rec.get("gateways") or ([rec["gateway"]] if rec.get("gateway") else [])
 
         def gateway_for(address: str) -> str:
-            same_family = gw and ipaddress.ip_interface(address).version == ipaddress.ip_address(gw).version
-            return gw if same_family else ""
+            version = ipaddress.ip_interface(address).version
+            return next((g for g in gateways if ipaddress.ip_address(g).version == version), "")
 
+        interfaces = [Interface(rec["bridge"], rec.get("bridgeMac", ""))] if rec.get("bridge") else []
+        interfaces += [Interface(rec["hostIfName"], rec.get("hostMac", "")),
+                       Interface(rec["ifName"], rec.get("mac", ""), rec["netns"], mtu=rec.get("mtu"))]
         return Result(
-            interfaces=[Interface(rec["bridge"], rec.get("bridgeMac", "")),
-                        Interface(rec["hostIfName"], rec.get("hostMac", "")),
-                        Interface(rec["ifName"], rec.get("mac", ""), rec["netns"], mtu=rec.get("mtu"))],
-            ips=[IPConfig(a, gateway_for(a), 2) for a in rec["ips"]],
+            interfaces=interfaces,
+            ips=[IPConfig(a, gateway_for(a), len(interfaces) - 1) for a in rec["ips"]],
             routes=[Route(r["dst"], r.get("gw", "")) for r in rec.get("routes", [])],
             dns=DNS.from_dict(rec.get("dns") or {}),
         )
@@ -296,11 +362,25 @@ class VnetPlugin:
                 want = (ipaddress.ip_network(r["dst"], strict=False).with_prefixlen, r.get("gw", ""))
                 if want not in routes:
                     problems.append(f"route {want[0]} via {want[1] or 'link'} is missing in the pod")
+        transparent = record.get("mode") == MODE_TRANSPARENT
+        if transparent and pod.exists:
+            for gateway in record.get("gateways") or []:
+                have = pod.neighbours.get(gateway, "")
+                if have.lower() != str(record.get("hostMac", "")).lower():
+                    problems.append(f"gateway {gateway} is {'pinned to ' + have if have else 'not pinned'} in "
+                                    f"the pod, not to the host end's MAC {record.get('hostMac')}")
         host = dp.inspect_host(record["hostIfName"])
         if not host.exists:
             problems.append(f"host interface {record['hostIfName']} does not exist")
         else:
-            if host.master != record["bridge"]:
+            if transparent:
+                if host.master:
+                    problems.append(f"host interface {record['hostIfName']} is on bridge {host.master}")
+                for cidr in record["ips"]:
+                    ip = ipaddress.ip_interface(cidr).ip
+                    if f"{ip}/{ip.max_prefixlen}" not in host.routes:
+                        problems.append(f"the node has no route to {ip} through {record['hostIfName']}")
+            elif host.master != record["bridge"]:
                 problems.append(f"host interface {record['hostIfName']} is not on bridge {record['bridge']}")
             if not host.up:
                 problems.append(f"host interface {record['hostIfName']} is down")
