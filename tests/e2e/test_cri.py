@@ -5,10 +5,12 @@ bridge + host-local run through the same stand-in, as the yardstick."""
 from __future__ import annotations
 
 import ipaddress
+import threading
 import json
 import os
 import statistics
 import time
+from pathlib import Path
 
 import pytest
 
@@ -100,11 +102,11 @@ def test_reference_bridge_host_local_through_cri(node, report):
 POOL = [f"10.240.0.{i}" for i in range(36, 41)]  # five secondary addresses: the node's max pods
 
 
-def vnet_conflist(state_dir, metadata_file) -> dict:
+def vnet_conflist(metadata_file) -> dict:
     return {"cniVersion": "1.0.0", "name": "vnet", "plugins": [
-        {"type": "vnet", "bridge": "vntcri0", "stateDir": str(state_dir),
+        {"type": "vnet", "bridge": "vntcri0", "stateDir": "/var/run/vnet",
          "ipam": {"type": "vnet-ipam", "metadataFile": str(metadata_file), "reuseCooldownSeconds": 0,
-                  "stateDir": str(state_dir)}},
+                  "stateDir": "/var/run/vnet"}},
         {"type": "portmap", "capabilities": {"portMappings": True}}]}
 
 
@@ -127,11 +129,11 @@ def test_vnet_through_vnetd_on_the_node(node, report, tmp_path):
     state = node.host / "var/run/vnet"
     md = tmp_path / "interfaces.xml"
     md.write_text(metadata_xml("000D3A51C490", "10.240.0.35", POOL))
-    vnetd = NodeVnetd(node, state)
+    vnetd = NodeVnetd(node)
     assert not node.cri.network_ready()
     try:
         vnetd.start()
-        node.write_conflist("10-vnet.conflist", vnet_conflist(state, md))
+        node.write_conflist("10-vnet.conflist", vnet_conflist(md))
         node.wait_network_ready(True)
 
         pods = [node.busybox_pod(f"web-{i}") for i in range(3)]
@@ -184,4 +186,5 @@ def test_vnet_through_vnetd_on_the_node(node, report, tmp_path):
         node.kubelet.delete_all()
         node.clear_conflists()
         vnetd.stop()
+        node.forget_vnet("vntcri0")
     node.wait_network_ready(False)

@@ -1,9 +1,15 @@
-"""A private containerd (the Debian 1.6 package) with its CRI plugin, as a kubelet's node runs it:
-its own config, root, state and socket, started inside a throwaway node network namespace
-(`nsenter --net`, so /sys and the cgroup mounts stay the host's), the CNI bin and conf dirs
-pointing at throwaway directories. `stop()` always leaves nothing: sandboxes removed through the
-CRI (containerd's own DELs), containerd stopped, any shim and its container processes killed,
-every mount under its directories unmounted, the directories removed."""
+"""A private containerd (the Debian 1.6 package) with its CRI plugin, as a kubelet's node runs it.
+
+The node is two namespaces the test owns: a throwaway network namespace, and a mount namespace in
+which directories of the test stand in for the host's /opt/cni/bin, /etc/cni/net.d and
+/var/run/vnet (bind mounts over a private /opt, /etc/cni and a private tmpfs /run), so the paths a
+DaemonSet and a conflist name (`stateDir: /var/run/vnet`) mean the same for containerd, the CNI
+plugins it executes and the containers it runs, and nothing on the machine itself changes. A
+holder process keeps the mount namespace alive; containerd, its shims and every node process the
+tests start join it. containerd has its own config, root, state and socket. `stop()` always leaves
+nothing: sandboxes removed through the CRI (containerd's own DELs), containerd stopped, any shim
+and its container processes killed, the holder killed (the namespace's mounts go with it), every
+mount left under its directories unmounted, the directories removed."""
 
 from __future__ import annotations
 
@@ -47,8 +53,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
         BinaryName = "{runc}"
   [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "{cni_bin}"
-    conf_dir = "{cni_conf}"
+    bin_dir = "/opt/cni/bin"
+    conf_dir = "/etc/cni/net.d"
     max_conf_num = 1
 """
 
@@ -56,26 +62,54 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
 class Containerd:
     """One containerd for a test module; `cri` is a connected CRIClient."""
 
-    def __init__(self, node: str, cni_bin: Path, cni_conf: Path, workdir: Path) -> None:
-        self.node, self.cni_bin, self.cni_conf, self.workdir = node, cni_bin, cni_conf, workdir
-        # the socket path must stay short (sun_path); containerd's root may live anywhere
-        self.base = Path(tempfile.mkdtemp(prefix=f"{resources.OWNER}cd", dir="/run"))
+    def __init__(self, node: str, host_root: Path, workdir: Path) -> None:
+        self.node, self.host_root, self.workdir = node, host_root, workdir
+        self.cni_bin, self.cni_conf = host_root / "opt/cni/bin", host_root / "etc/cni/net.d"
+        # the socket path must stay short (sun_path), and outside /run (private to the node)
+        self.base = Path(tempfile.mkdtemp(prefix=f"{resources.OWNER}cd", dir="/tmp"))
         self.root, self.state = workdir / "containerd-root", self.base / "state"
         self.socket = str(self.base / "containerd.sock")
         self.log_path = workdir / "containerd.log"
         self.proc: subprocess.Popen | None = None
+        self.holder: subprocess.Popen | None = None
         self.cri: CRIClient | None = None
+
+    # --- the node's namespaces -------------------------------------------------------
+    NODE_MOUNTS = """set -e
+mount -t tmpfs -o mode=0755 vnt-node-run /run
+mkdir -p /run/vnet
+mount --bind "$1/var/run/vnet" /run/vnet
+mount --bind "$1/opt" /opt
+mount --bind "$1/etc/cni" /etc/cni
+echo ready
+exec sleep infinity
+"""
+
+    def _hold_node_mounts(self) -> None:
+        for d in (self.cni_bin, self.cni_conf, self.host_root / "var/run/vnet"):
+            d.mkdir(parents=True, exist_ok=True)
+        self.holder = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                                        self.NODE_MOUNTS, "node-mounts", str(self.host_root)],
+                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+        line = self.holder.stdout.readline()
+        if line.strip() != b"ready":
+            self.holder.wait(10)
+            raise RuntimeError(f"cannot make the node's mount namespace: {self.holder.stderr.read().decode()}")
+
+    def enter(self) -> list[str]:
+        """The command prefix that runs a process on the node (its network and mount namespaces)."""
+        return ["nsenter", f"--net=/run/netns/{self.node}", f"--mount=/proc/{self.holder.pid}/ns/mnt"]
 
     # --- lifecycle ---------------------------------------------------------------------
     def start(self, timeout: float = 30) -> "Containerd":
-        for d in (self.root, self.state, self.cni_bin, self.cni_conf):
+        for d in (self.root, self.state):
             d.mkdir(parents=True, exist_ok=True)
+        self._hold_node_mounts()
         config = self.workdir / "containerd.toml"
         config.write_text(CONFIG.format(root=self.root, state=self.state, socket=self.socket, pause=PAUSE_IMAGE,
-                                        runc=shutil.which("runc") or "/usr/sbin/runc",
-                                        cni_bin=self.cni_bin, cni_conf=self.cni_conf))
+                                        runc=shutil.which("runc") or "/usr/sbin/runc"))
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(["nsenter", f"--net=/run/netns/{self.node}", "containerd", "--config", str(config)],
+        self.proc = subprocess.Popen([*self.enter(), "containerd", "--config", str(config)],
                                      stdout=log, stderr=log, stdin=subprocess.DEVNULL)
         log.close()
         self.cri = CRIClient(self.socket)
@@ -129,6 +163,12 @@ class Containerd:
                 self.proc.kill()
                 self.proc.wait(10)
         self._kill_shims()
+        if self.holder is not None:
+            if self.holder.poll() is None:
+                self.holder.kill()
+            self.holder.wait(10)
+            self.holder.stdout.close()
+            self.holder.stderr.close()
         self._unmount_all()
         shutil.rmtree(self.root, ignore_errors=True)
         shutil.rmtree(self.base, ignore_errors=True)

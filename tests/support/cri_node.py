@@ -29,13 +29,12 @@ class CRINode:
                        check=True)
         subprocess.run(["ip", "-n", self.ns, "addr", "add", f"{NODE_IP}/24", "dev", "vntnode0"], check=True)
         subprocess.run(["ip", "-n", self.ns, "link", "set", "vntnode0", "up"], check=True)
-        self.host = workdir / "host"
-        self.cni_bin = self.host / "opt/cni/bin"
-        self.cni_conf = self.host / "etc/cni/net.d"
+        self.host = workdir / "host"  # the node's /opt/cni/bin, /etc/cni/net.d, /var/run/vnet live here
+        self.containerd = Containerd(self.ns, self.host, workdir)
+        self.cni_bin, self.cni_conf = self.containerd.cni_bin, self.containerd.cni_conf
         self.cni_bin.mkdir(parents=True)
         for plugin in REFERENCE_PLUGINS:  # what the node's containernetworking-plugins package provides
             os.symlink(f"/usr/lib/cni/{plugin}", self.cni_bin / plugin)
-        self.containerd = Containerd(self.ns, self.cni_bin, self.cni_conf, workdir)
         self.kubelet: Kubelet | None = None
 
     def start(self) -> "CRINode":
@@ -77,6 +76,22 @@ class CRINode:
             time.sleep(0.05)
         return time.monotonic() - start
 
+    def forget_vnet(self, bridge: str) -> None:
+        """Back to a node without vnet-cni: plugins, state and bridge gone (what `vnetctl
+        uninstall` does on a real node), so the next scenario starts from scratch."""
+        import shutil
+
+        for name in ("vnet", "vnet-ipam"):
+            (self.cni_bin / name).unlink(missing_ok=True)
+        shutil.rmtree(self.cni_bin / ".vnet-cni", ignore_errors=True)
+        state = self.host / "var/run/vnet"
+        for entry in state.iterdir():
+            if entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+        subprocess.run(["ip", "-n", self.ns, "link", "del", bridge], capture_output=True)
+
     # --- plain pods -------------------------------------------------------------------
     def busybox_pod(self, name: str, **kw):
         spec = {"containers": [{"name": "main", "image": BUSYBOX_IMAGE, "command": ["sleep", "3600"]}]}
@@ -96,13 +111,14 @@ class CRINode:
 
 
 class NodeVnetd:
-    """vnetd run on the node by the test (no image): in the node's network namespace and the
-    host's mount namespace, as a systemd unit would run it."""
+    """vnetd run on the node by the test (no image): in the node's network and mount namespaces,
+    as a systemd unit would run it."""
 
-    def __init__(self, node: CRINode, state_dir: Path) -> None:
+    def __init__(self, node: CRINode) -> None:
         import sys
 
-        self.node, self.state_dir = node, state_dir
+        self.node = node
+        self.state_dir = node.host / "var/run/vnet"  # the node's /var/run/vnet, seen from the test
         self.log = node.workdir / "vnetd.log"
         self.vnetd = str(Path(sys.executable).with_name("vnetd"))
         self.proc: subprocess.Popen | None = None
@@ -115,8 +131,8 @@ class NodeVnetd:
         from vnetcni.daemon.client import listening
 
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        self.proc = subprocess.Popen(["nsenter", f"--net=/run/netns/{self.node.ns}", self.vnetd, "--state-dir",
-                                      str(self.state_dir), "--log-file", str(self.log)],
+        self.proc = subprocess.Popen([*self.node.containerd.enter(), self.vnetd, "--state-dir", "/var/run/vnet",
+                                      "--log-file", str(self.log)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + timeout
         while not listening(str(self.socket)):

@@ -13,6 +13,7 @@ than the manifest says.
 from __future__ import annotations
 
 import itertools
+import json
 import re
 import shutil
 import time
@@ -57,6 +58,12 @@ def memory_bytes(q: str | int) -> int:
     if not m:
         raise NotSupported(f"memory quantity {q!r}")
     return int(m.group(1)) * _UNITS[m.group(2)]
+
+
+def expand(value: str, env: dict[str, str]) -> str:
+    """Kubernetes' $(VAR) references in command, args and env values; $$ escapes a $."""
+    return re.sub(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_]*)\)",
+                  lambda m: "$" if m.group(0) == "$$" else env.get(m.group(1), m.group(0)), value)
 
 
 def milli_cpu(q: str | int | float) -> int:
@@ -179,7 +186,7 @@ class Kubelet:
         except KeyError:
             raise PodFailed(f"configmap {namespace}/{name} not found") from None
 
-    def _env(self, pod: Pod, c: dict) -> list[api.KeyValue]:
+    def _env(self, pod: Pod, c: dict) -> dict[str, str]:
         env: dict[str, str] = {}
         for src in c.get("envFrom", []):
             if "configMapRef" not in src:
@@ -191,7 +198,7 @@ class Kubelet:
                   "status.podIPs": pod.ip, "spec.serviceAccountName": pod.spec.get("serviceAccountName", "default")}
         for e in c.get("env", []):
             if "value" in e or "valueFrom" not in e:
-                env[e["name"]] = str(e.get("value", ""))
+                env[e["name"]] = expand(str(e.get("value", "")), env)
                 continue
             src = e["valueFrom"]
             if "fieldRef" in src:
@@ -218,7 +225,7 @@ class Kubelet:
                     raise NotSupported(f"resourceFieldRef {ref['resource']}")
             else:
                 raise NotSupported(f"env valueFrom {sorted(src)}")
-        return [api.KeyValue(key=k, value=v) for k, v in env.items()]
+        return env
 
     def _linux(self, pod: Pod, c: dict) -> api.LinuxContainerConfig:
         sc = c.get("securityContext", {})
@@ -247,7 +254,7 @@ class Kubelet:
         name = c["name"]
         if not self.cri.image_present(c["image"]):
             raise PodFailed(f"image {c['image']} is not on the node (imagePullPolicy: the stand-in never pulls)")
-        for key in ("lifecycle", "startupProbe", "stdin", "tty", "workingDir"):
+        for key in ("lifecycle", "stdin", "tty", "workingDir"):
             if c.get(key):
                 raise NotSupported(f"container {name}: {key}")
         mounts = []
@@ -261,9 +268,11 @@ class Kubelet:
                                     propagation=PROPAGATION[vm.get("mountPropagation")]))
         attempt = pod.attempts.get(name, -1) + 1
         pod.attempts[name] = attempt
+        env = self._env(pod, c)
         config = api.ContainerConfig(
             metadata=api.ContainerMetadata(name=name, attempt=attempt), image=api.ImageSpec(image=c["image"]),
-            command=c.get("command", []), args=c.get("args", []), envs=self._env(pod, c), mounts=mounts,
+            command=[expand(a, env) for a in c.get("command", [])], args=[expand(a, env) for a in c.get("args", [])],
+            envs=[api.KeyValue(key=k, value=v) for k, v in env.items()], mounts=mounts,
             labels={"io.kubernetes.container.name": name, **dict(pod.config.labels)},
             log_path=f"{name}/{attempt}.log", linux=self._linux(pod, c))
         cid = self.cri.create_container(pod.sandbox_id, config, pod.config)
@@ -326,13 +335,19 @@ class Kubelet:
             st = self.cri.container_status(pod.containers[name])
             if st.state == api.CONTAINER_EXITED:
                 raise PodFailed(f"container {name} exited {st.exit_code}: {self.logs(pod, name)}")
-            if st.state == api.CONTAINER_RUNNING and self.probe(pod, name):
+            if st.state == api.CONTAINER_RUNNING and self.probe(pod, name, "startupProbe") \
+                    and self.probe(pod, name, "readinessProbe"):
                 pending.pop(0)
                 continue
             if time.monotonic() - start > timeout:
                 raise PodFailed(f"container {name} not ready within {timeout:.0f}s: {self.logs(pod, name)}")
-            time.sleep(0.2)
+            time.sleep(0.1)
         return time.monotonic() - start
+
+    def pid(self, pod: Pod, name: str) -> int:
+        """The container's main process, as the runtime reports it (ContainerStatus, verbose)."""
+        info = self.cri.container_status_info(pod.containers[name])
+        return int(json.loads(info["info"])["pid"])
 
     def exec(self, pod: Pod, name: str, *cmd: str, timeout: int = 10) -> api.ExecSyncResponse:
         return self.cri.exec_sync(pod.containers[name], list(cmd), timeout=timeout)

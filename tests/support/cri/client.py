@@ -84,6 +84,10 @@ class CRIClient:
     def container_status(self, container_id: str) -> api.ContainerStatus:
         return self.call("ContainerStatus", api.ContainerStatusRequest(container_id=container_id)).status
 
+    def container_status_info(self, container_id: str) -> dict[str, str]:
+        req = api.ContainerStatusRequest(container_id=container_id, verbose=True)
+        return dict(self.call("ContainerStatus", req).info)
+
     def exec_sync(self, container_id: str, cmd: list[str], timeout: int = 10) -> api.ExecSyncResponse:
         return self.call("ExecSync", api.ExecSyncRequest(container_id=container_id, cmd=cmd, timeout=timeout),
                          timeout=timeout + 10)
