@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(python3 python3-venv python3-dev gcc libc6-dev iproute2 iptables nftables tcpdump bridge-utils
-          iputils-ping containernetworking-plugins podman runc busybox-static containerd)
+          iputils-ping containernetworking-plugins podman runc busybox-static containerd
+          git mmdebstrap)  # git + mmdebstrap: scripts/build-image.sh (the e2e tests build the image)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -137,3 +137,14 @@ def cni_bin(tmp_path_factory):
     bin_dir = tmp_path_factory.mktemp("cnibin")
     install(str(bin_dir))
     return str(bin_dir)
+
+
+@pytest.fixture(scope="session")
+def vnet_image():
+    """The vnet-cni image built from this checkout by scripts/build-image.sh, once per session
+    (support/image.py); skipped off CI when the build tools are missing."""
+    from support.image import vnet_image as build
+
+    for tool in ("mmdebstrap", "podman", "gcc"):
+        require_tool(tool)
+    return build()

@@ -27,6 +27,7 @@ app = typer.Typer(
 # Each module registers its own commands: register(app).
 _REGISTRARS: tuple[str, ...] = (
     "node_cmds",
+    "deploy_cmds",
     "capture_cmds",
     "ipam_cmds",
     "fabric_cmds",

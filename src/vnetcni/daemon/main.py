@@ -1,8 +1,11 @@
-"""vnetd: `vnetd [--state-dir DIR] [--metrics-port PORT [--metrics-address ADDR]] [--log-file FILE]`.
+"""vnetd: `vnetd [--state-dir DIR] [--metrics-port PORT [--metrics-address ADDR]] [--log-file FILE]
+[--conflist FILE [--cni-conf-dir DIR]]`.
 
 One per node, in the network namespace it serves. Listens on <state-dir>/vnetd.sock (root only),
 reconciles stale endpoints at start, refreshes the address pools in the background, logs one JSON
-line per request, and stops cleanly on SIGTERM/SIGINT (requests in flight finish).
+line per request, and stops cleanly on SIGTERM/SIGINT (requests in flight finish). With
+--conflist, it installs that conflist into --cni-conf-dir once it serves requests and the node's
+pool is known, and leaves it in place when it stops (see deploy/conflist.py).
 """
 
 from __future__ import annotations
@@ -119,16 +122,24 @@ def _build_app():
         log_file: str = typer.Option("", "--log-file", help="Append request logs here (default: stderr)."),
         no_reconcile: bool = typer.Option(False, "--no-reconcile",
                                           help="Skip pruning stale endpoints at start."),
+        conflist: str = typer.Option("", "--conflist", metavar="FILE",
+                                     help="Install this conflist into --cni-conf-dir once vnetd serves requests "
+                                     "and the node's pool is known (left in place on exit; `vnetctl uninstall` "
+                                     "removes it)."),
+        cni_conf_dir: str = typer.Option("/etc/cni/net.d", "--cni-conf-dir", help="Where --conflist goes."),
+        conflist_name: str = typer.Option("10-vnet.conflist", "--conflist-name", help="Its file name there."),
         _v: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                 help="Print the version and exit."),
     ) -> None:
-        raise typer.Exit(serve(state_dir, metrics_port, metrics_address, log_file or None, no_reconcile))
+        raise typer.Exit(serve(state_dir, metrics_port, metrics_address, log_file or None, no_reconcile,
+                               conflist or None, cni_conf_dir, conflist_name))
 
     return cmd
 
 
 def serve(state_dir: str, metrics_port: int = 0, metrics_address: str = "127.0.0.1",
-          log_file: str | None = None, no_reconcile: bool = False) -> int:
+          log_file: str | None = None, no_reconcile: bool = False, conflist: str | None = None,
+          cni_conf_dir: str = "/etc/cni/net.d", conflist_name: str = "10-vnet.conflist") -> int:
     from .refresher import PoolRefresher
     from .server import DaemonRunning, Server
 
@@ -136,6 +147,15 @@ def serve(state_dir: str, metrics_port: int = 0, metrics_address: str = "127.0.0
     log = logging.getLogger("vnetd")
 
     refresher = PoolRefresher()
+    installer = None
+    if conflist:
+        from ..deploy.conflist import ConflistError, ConflistInstaller
+
+        try:
+            installer = ConflistInstaller(conflist, cni_conf_dir, conflist_name, state_dir, refresher)
+        except (ConflistError, OSError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     handlers = _Handlers(refresher)
     try:
         write_log = _logger(log_file)
@@ -187,6 +207,8 @@ def serve(state_dir: str, metrics_port: int = 0, metrics_address: str = "127.0.0
         print(f"error: cannot listen in {state_dir}: {exc}", file=sys.stderr)
         return 1
     refresher.start()
+    if installer is not None:
+        installer.start()
 
     def stop(signum, _frame):
         threading.Thread(target=server.stop, daemon=True).start()
@@ -197,6 +219,8 @@ def serve(state_dir: str, metrics_port: int = 0, metrics_address: str = "127.0.0
     if metrics is not None:
         log.info("metrics on %s:%d/metrics", metrics_address, metrics_port)
     server.serve_forever()
+    if installer is not None:
+        installer.stop()  # the conflist stays: a restart or an upgrade must not flip the node NotReady
     server.stop()
     refresher.stop()
     handlers.close()
