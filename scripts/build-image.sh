@@ -141,14 +141,17 @@ fi
 ls "$ctx"/wheels/*.whl | grep -v '/vnetcni-\|/pip-' | grep -q . || die "no dependency wheels were built"
 
 # --- 3. static front doors ------------------------------------------------------------------------
-source_c="$ctx/src/src/vnetcni/plugins/front_door.c"
+# compiled by the exported tree's own compile_front_door (one place decides the defines), with
+# -static: the host needs neither a loader nor Python. The image has no Python fallback on the
+# host: when no vnetd answers, the front door fails the call instead.
 for plugin in vnet vnet-ipam; do
-    if grep -q 'NO_FALLBACK' "$source_c"; then
-        defs=(-DNO_FALLBACK)
-    else  # no Python on the host: the fallback path does not exist and the call fails with code 50
-        defs=("-DFALLBACK=\"/opt/cni/bin/.vnet-cni/$plugin\"")
-    fi
-    gcc -static -O2 -s -Wall -o "$ctx/cni-bin/$plugin" "-DPLUGIN=\"$plugin\"" "${defs[@]}" "$source_c"
+    PYTHONPATH="$ctx/src/src" "$python" -S -c '
+import sys
+from pathlib import Path
+from vnetcni.plugins.install import compile_front_door
+name, out = sys.argv[1], Path(sys.argv[2])
+compile_front_door(name, f"/opt/cni/bin/.vnet-cni/{name}", out, "gcc", ("-static", "-s"))
+' "$plugin" "$ctx/cni-bin/$plugin" || die "compiling the $plugin front door failed"
 done
 
 # --- 4. the image ---------------------------------------------------------------------------------

@@ -44,10 +44,13 @@ def probe(
     within --timeout. Exit 0 if it answers; 1 with the reason if not. The DaemonSet's probes."""
     import os
 
-    from ..daemon.protocol import SOCKET_NAME
     from ..deploy.probe import ProbeError, ask_version
+    from ..node.layout import LayoutError, NodeLayout
 
-    sock = os.path.join(state_dir, SOCKET_NAME)
+    try:
+        sock = NodeLayout(state_dir).socket
+    except LayoutError as exc:
+        _fail("probe", str(exc), 2)
     try:
         versions = ask_version(sock, timeout)
     except ProbeError as exc:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from ..cni.config import parse_conflist
 from ..cni.errors import CNIError
-from ..daemon import protocol
+from ..node.layout import LayoutError, NodeLayout
 from .files import place, require_dir
 
 log = logging.getLogger("vnetd")
@@ -63,13 +63,16 @@ def load(path: str, state_dir: str) -> tuple[bytes, list]:
         conf = parse_conflist(raw)
     except CNIError as exc:
         raise ConflistError(f"{path} is not a valid conflist: {exc.msg}") from None
-    want = os.path.join(os.path.abspath(state_dir), protocol.SOCKET_NAME)
+    want = NodeLayout(state_dir).socket
     ours = [p for p in conf.plugins if p.get("type") in OUR_TYPES]
     ipams = _ipam_sections(conf.plugins)
     if not ours and not ipams:
         raise ConflistError(f"{path} has neither a vnet nor a vnet-ipam plugin")
     for plugin in ours:
-        got = os.path.abspath(protocol.socket_path_for(plugin))
+        try:
+            got = NodeLayout.for_plugin(plugin["type"], plugin).socket
+        except LayoutError as exc:
+            raise ConflistError(f"{path}: {exc}") from None
         if got != want:
             raise ConflistError(f"{path}: the {plugin.get('type')} plugin's stateDir points at {got}, "
                                 f"but this vnetd serves {want} (set stateDir to {state_dir})")
@@ -79,7 +82,7 @@ def load(path: str, state_dir: str) -> tuple[bytes, list]:
             cfg = IpamConfig.from_sections(section, {**plugin, "cniVersion": conf.cni_version})
         except CNIError as exc:
             raise ConflistError(f"{path}: bad vnet-ipam section: {exc.msg}") from None
-        if os.path.abspath(cfg.state_dir) != os.path.abspath(state_dir):
+        if NodeLayout(cfg.state_dir) != NodeLayout(state_dir):
             raise ConflistError(f"{path}: vnet-ipam's stateDir is {cfg.state_dir}, but this vnetd "
                                 f"serves {state_dir}")
         configs.append(cfg)
@@ -152,7 +155,7 @@ class ConflistInstaller:
     def _run(self) -> None:
         from .probe import ProbeError, ask_version
 
-        sock = os.path.join(self.state_dir, protocol.SOCKET_NAME)
+        sock = NodeLayout(self.state_dir).socket
         try:
             ask_version(sock, self.PROBE_TIMEOUT)
         except ProbeError as exc:

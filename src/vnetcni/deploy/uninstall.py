@@ -12,13 +12,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..plugins.front import PLUGINS
+from ..node.layout import ENDPOINTS_FILE, IPAM_FILE, LOCK_DIR, PENDING_DELETES_DIR, SOCKET_NAME, NodeLayout
 from .conflist import is_ours
 
 FALLBACK_DIR = ".vnet-cni"  # the Python entries `vnetctl install` writes next to the front doors
-# what vnet-cni keeps in a state directory: its documents (and their locks, temp files and
-# corrupt copies set aside), vnetd's socket, lock directories; anything else is not ours to delete
-STATE_PREFIXES = ("ipam.json", "endpoints.json", "vnetd.sock", ".ipam.json", ".endpoints.json")
-STATE_SUFFIXES = (".lock", ".locks")
+# what vnet-cni keeps in a state directory (node/layout.py): its documents (and their locks, temp
+# files and corrupt copies set aside), vnetd's socket, its directories; nothing else is ours to delete
+STATE_PREFIXES = tuple(p for n in (IPAM_FILE, ENDPOINTS_FILE, SOCKET_NAME) for p in (n, "." + n))
+STATE_DIRS = (LOCK_DIR, PENDING_DELETES_DIR)
 
 
 class UninstallError(RuntimeError):
@@ -66,12 +67,11 @@ def uninstall(bin_dir: str, conf_dir: str, conflist_name: str = "", state_dir: s
 
 def _remove_state(sdir: Path, done: Removed) -> None:
     from ..daemon.client import listening
-    from ..daemon.protocol import SOCKET_NAME
 
     if not sdir.is_dir():
         return
-    sock = sdir / SOCKET_NAME
-    if listening(str(sock)):
+    sock = NodeLayout(str(sdir)).socket
+    if listening(sock):
         raise UninstallError(f"vnetd still serves {sdir} (socket {sock}): stop it (kubectl delete -f "
                              "deploy/, or kill it) before removing its state")
     try:
@@ -81,7 +81,7 @@ def _remove_state(sdir: Path, done: Removed) -> None:
     except Exception:  # a corrupt document is removed all the same
         done.endpoints_left = 0
     for entry in sorted(sdir.iterdir()):
-        if entry.name.startswith(STATE_PREFIXES) or entry.name.endswith(STATE_SUFFIXES) or entry.name == "locks":
+        if entry.name.startswith(STATE_PREFIXES) or entry.name.endswith(".lock") or entry.name in STATE_DIRS:
             _remove(entry, done)
         else:
             done.kept.append(f"{entry}: not vnet-cni state")

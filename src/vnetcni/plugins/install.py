@@ -58,12 +58,13 @@ def _write_executable(path: Path, data: bytes) -> None:
     os.replace(tmp, path)  # atomic: a runtime never executes a half-written plugin
 
 
-def compile_front_door(name: str, fallback: str, out: Path, cc: str) -> None:
+def compile_front_door(name: str, fallback: str, out: Path, cc: str, extra_flags: tuple[str, ...] = ()) -> None:
+    """Compile the C front door for `name` (scripts/build-image.sh passes -static for the image)."""
     source = Path(__file__).with_name("front_door.c")
     tmp = out.with_name(out.name + ".tmp")
     from ..node.layout import DEFAULT_STATE_DIR, SOCKET_NAME
 
-    cmd = [cc, "-O2", "-Wall", "-o", str(tmp), f'-DPLUGIN="{name}"', f'-DFALLBACK="{fallback}"',
+    cmd = [cc, "-O2", "-Wall", *extra_flags, "-o", str(tmp), f'-DPLUGIN="{name}"', f'-DFALLBACK="{fallback}"',
            f'-DDEFAULT_STATE_DIR="{DEFAULT_STATE_DIR}"', f'-DSOCKET_NAME="{SOCKET_NAME}"', str(source)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
