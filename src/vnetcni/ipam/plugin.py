@@ -10,11 +10,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from ..cni import deadline
 from ..cni.config import NetConf
 from ..cni.errors import (CHECK_FAILED, CNIError, PLUGIN_NOT_AVAILABLE, TRY_AGAIN_LATER,
                           UNKNOWN_CONTAINER)
 from ..cni.invocation import Invocation
 from ..cni.result import IPConfig, Result, Route
+from ..node.layout import NodeLayout
+from ..state import attachments
 from ..state.durable import CorruptState
 from .allocator import allocate, release
 from .config import IpamConfig
@@ -42,6 +45,10 @@ def _no_pool_error(state: IpamState, cfg: IpamConfig) -> CNIError:
                     "vnet-ipam keeps serving from the last good answer once it has one; try again later")
 
 
+def _lock_dir(cfg: IpamConfig) -> str:
+    return NodeLayout(cfg.state_dir).lock_dir
+
+
 class _PoolUnknown(Exception):
     """No pool is known yet: leave the lock, learn it, try again."""
 
@@ -60,7 +67,22 @@ class IpamPlugin:
         return refresh_pool(conf, source_factory=self.source_factory, clock=self.clock)
 
     def add(self, inv: Invocation, conf: NetConf) -> Result:
+        return self.add_reporting(inv, conf)[0]
+
+    def add_reporting(self, inv: Invocation, conf: NetConf, commit: bool = True) -> tuple[Result, bool]:
+        """ADD, and whether this call created the allocation (False: the attachment held it
+        already, and an ADD that fails later must not release it). Holds the attachment's lock;
+        an ADD whose caller is gone when it is done releases what it created (code 11), unless
+        `commit` is False (a main plugin calling in-process decides that itself)."""
         cfg = IpamConfig.from_netconf(conf)
+        with attachments.exclusive((_lock_dir(cfg),), conf.name, inv.container_id, inv.ifname):
+            alloc, created = self._add(inv, conf, cfg)
+            if commit and created and deadline.abandoned():
+                self.delete(inv, conf)
+                deadline.commit_point("its address was released")
+            return build_result(alloc, cfg), created
+
+    def _add(self, inv: Invocation, conf: NetConf, cfg: IpamConfig) -> tuple[Allocation, bool]:
         store = IpamStore(cfg.state_dir)
         key = allocation_key(conf.name, inv.container_id, inv.ifname)
         if self.refresh_on_add:
@@ -70,22 +92,22 @@ class IpamPlugin:
                 self.refresh(cfg)  # rate-limited; a failure is recorded and the last pool used
         try:
             # Kept fresh by vnetd: the metadata is asked here only while no pool is known at all.
-            alloc = self._allocate(store, cfg, conf, inv, key, learn_if_unknown=not self.refresh_on_add)
+            return self._allocate(store, cfg, conf, inv, key, learn_if_unknown=not self.refresh_on_add)
         except _PoolUnknown:
-            self.refresh(cfg)  # outside the lock
-            alloc = self._allocate(store, cfg, conf, inv, key, learn_if_unknown=False)
-        return build_result(alloc, cfg)
+            self.refresh(cfg)  # outside the pool's lock
+            return self._allocate(store, cfg, conf, inv, key, learn_if_unknown=False)
 
     def _allocate(self, store: IpamStore, cfg: IpamConfig, conf: NetConf, inv: Invocation, key: str,
-                  learn_if_unknown: bool) -> Allocation:
-        def change(state: IpamState) -> Allocation:
+                  learn_if_unknown: bool) -> tuple[Allocation, bool]:
+        def change(state: IpamState) -> tuple[Allocation, bool]:
             store.require_recovered(state)
-            if key not in state.allocations and state.pool is None:
+            held = key in state.allocations
+            if not held and state.pool is None:
                 if learn_if_unknown:
                     raise _PoolUnknown
                 raise _no_pool_error(state, cfg)
             return allocate(state, conf.name, inv.container_id, inv.ifname, self.clock(),
-                            pod_name=inv.pod_name, pod_namespace=inv.pod_namespace)
+                            pod_name=inv.pod_name, pod_namespace=inv.pod_namespace), not held
 
         return store.apply(change)  # concurrent ADDs in vnetd share one write
 
@@ -95,6 +117,10 @@ class IpamPlugin:
         cfg = IpamConfig.from_netconf(conf)
         store = IpamStore(cfg.state_dir)
         key = allocation_key(conf.name, inv.container_id, inv.ifname)
+        with attachments.exclusive((_lock_dir(cfg),), conf.name, inv.container_id, inv.ifname):
+            self._delete(store, key, cfg)
+
+    def _delete(self, store: IpamStore, key: str, cfg: IpamConfig) -> None:
         try:
             self._release(store, key, cfg)
         except CorruptState:
@@ -107,6 +133,10 @@ class IpamPlugin:
 
     def check(self, inv: Invocation, conf: NetConf) -> None:
         cfg = IpamConfig.from_netconf(conf)
+        with attachments.exclusive((_lock_dir(cfg),), conf.name, inv.container_id, inv.ifname):
+            self._check(inv, conf, cfg)
+
+    def _check(self, inv: Invocation, conf: NetConf, cfg: IpamConfig) -> None:
         store = IpamStore(cfg.state_dir)
         state = store.read()
         store.require_recovered(state)
@@ -142,13 +172,16 @@ class IpamPlugin:
             raise CNIError(PLUGIN_NOT_AVAILABLE, _no_pool_error(store.read(), cfg).msg)
 
     def gc(self, inv: Invocation, conf: NetConf, valid: list[dict]) -> None:
-        """Release this network's allocations whose attachment the runtime no longer lists."""
+        """Release this network's allocations whose attachment the runtime no longer lists, except
+        those whose attachment lock another call holds: their ADD is still in flight."""
         cfg = IpamConfig.from_netconf(conf)
         store = IpamStore(cfg.state_dir)
         keep = {(str(v.get("containerID", "")), str(v.get("ifname", ""))) for v in valid}
+        lock_dir = _lock_dir(cfg)
         with store.transaction() as state:
             now = self.clock()
             stale = [a.key for a in state.allocations.values()
-                     if a.network == conf.name and (a.container_id, a.ifname) not in keep]
+                     if a.network == conf.name and (a.container_id, a.ifname) not in keep
+                     and not attachments.busy(lock_dir, a.network, a.container_id, a.ifname)]
             for key in stale:
                 release(state, key, now, cfg.cooldown_seconds)

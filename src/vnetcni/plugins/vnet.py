@@ -11,18 +11,24 @@ transparent  no bridge (Azure CNI's default, routed like AWS VPC CNI): the pod h
 ADD   IPAM allocates -> bridge ensured (bridge mode) -> veth created with its pod end inside the
       pod's netns -> address, neighbours, routes, MTU (and the node's routes to the pod) ->
       endpoint record written (only once all of it exists).
-      Any failure undoes what was done, the IPAM allocation included.
+      Any failure undoes what this call created (never what an earlier call did); so does an
+      ADD whose caller hung up or whose deadline passed before it was done (code 11).
+      A repeated ADD of a complete attachment answers the same result.
 DEL   works from the record (or the deterministic host name) when the netns is gone or
       CNI_NETNS is empty: veth removed, address released, record removed. Idempotent.
 CHECK compares the kernel's view with the record.
+Each of them holds the attachment's lock (state/attachments.py) from start to end, so two calls
+for one attachment never interleave, in vnetd or in-process.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import ipaddress
 from typing import Callable
 
+from ..cni import deadline
 from ..cni import errors as E
 from ..cni.config import NetConf
 from ..cni.errors import CNIError
@@ -31,6 +37,7 @@ from ..cni.invocation import Invocation
 from ..cni.result import DNS, Interface, IPConfig, Result, Route
 from ..dataplane.model import LinkExists, PodLinkSpec
 from ..node.layout import LayoutError, NodeLayout
+from ..state import attachments
 from .endpoints import EndpointStore, endpoint_key, host_ifname
 
 DEFAULT_BRIDGE = "azure0"
@@ -116,7 +123,7 @@ class VnetPlugin:
         if settings.ipam_type == IN_PROCESS_IPAM:
             ipam = self._in_process_ipam()
             if verb == "ADD":
-                return ipam.add(inv, conf)
+                return ipam.add_reporting(inv, conf, commit=False)
             if verb == "DEL":
                 return ipam.delete(inv, conf)
             if verb == "CHECK":
@@ -136,7 +143,7 @@ class VnetPlugin:
         if verb == "ADD":
             if out is None:
                 raise CNIError(E.DECODE_FAILURE, f"IPAM plugin {settings.ipam_type} returned no result")
-            return Result.from_dict(out)
+            return Result.from_dict(out), True  # another IPAM cannot say: its DEL undoes its ADD
         return None
 
     @staticmethod
@@ -166,25 +173,44 @@ class VnetPlugin:
         return exec_plugin(binary, env, json.dumps(older).encode())
 
     # --- ADD -----------------------------------------------------------------------------
+    def _attachment(self, inv: Invocation, conf: NetConf, settings: Settings):
+        """The attachment's lock, in vnet's lock directory and in vnet-ipam's when it differs."""
+        return attachments.exclusive(self._lock_dirs(conf, settings), conf.name, inv.container_id, inv.ifname)
+
+    def _lock_dirs(self, conf: NetConf, settings: Settings) -> list[str]:
+        dirs = [settings.layout.lock_dir]
+        if settings.ipam_type == IN_PROCESS_IPAM:
+            dirs.append(NodeLayout(self._ipam_state_dir(conf)).lock_dir)
+        return dirs
+
     def add(self, inv: Invocation, conf: NetConf) -> Result:
         settings = Settings(conf)
+        with self._attachment(inv, conf, settings):
+            return self._add(inv, conf, settings)
+
+    def _add(self, inv: Invocation, conf: NetConf, settings: Settings) -> Result:
         store = EndpointStore(settings.state_dir)
         key = endpoint_key(conf.name, inv.container_id, inv.ifname)
         dp = self.dataplane(settings)
+        veth = host_ifname(conf.name, inv.container_id, inv.ifname)
         existing = store.get(key)
+        owned = False  # whether the attachment's allocation is this call's to release on failure
         if existing is not None:
             if existing.get("netns") == inv.netns and not self._problems(dp, existing):
-                return self._result_from_record(existing)
-            # A stale attachment (sandbox restarted with the same ID): rebuild it.
+                return self._result_from_record(existing)  # a repeated ADD: same answer, nothing new
+            # A stale attachment (sandbox restarted with the same ID): rebuild it. Its veth (and
+            # with it the pod's address) is gone now, so its allocation is ours to keep or undo.
             dp.delete_pod_link(existing["hostIfName"])
             store.remove(key)
+            owned = True
 
-        ipam_result = self._ipam_call("ADD", inv, conf, settings)
+        ipam_result, created_alloc = self._ipam_call("ADD", inv, conf, settings)
+        owned = owned or created_alloc
         if not ipam_result.ips:
-            self._undo_ipam(inv, conf, settings)
+            if owned:
+                self._undo_ipam(inv, conf, settings)
             raise CNIError(E.INVALID_CONFIG, f"IPAM plugin {settings.ipam_type} returned no address")
-        veth = host_ifname(conf.name, inv.container_id, inv.ifname)
-        created = False
+        created = recorded = False
         try:
             mtu = settings.mtu or (dp.uplink_mtu(settings.uplink) if settings.uplink else DEFAULT_MTU)
             if settings.transparent:
@@ -208,11 +234,13 @@ class VnetPlugin:
             try:
                 link = dp.create_pod_link(spec)
             except LinkExists:
-                # A veth of this attachment's (deterministic) name with no record: an ADD cut off
-                # before its record was written (a killed vnetd). Remove it and start afresh;
-                # if none was there, the clash is in the pod and is the runtime's to see.
+                # A veth of this attachment's (deterministic) name with no record, while we hold
+                # the attachment's lock: what an ADD left that died before its record was written
+                # (a killed vnetd or plugin). Remove it and start afresh; if none was there, the
+                # clash is in the pod and is the runtime's to see.
                 if existing is not None or not dp.delete_pod_link(veth):
                     raise
+                owned = True  # the leftover veth held this allocation's address; it is gone now
                 link = dp.create_pod_link(spec)
             created = True
             record = {
@@ -230,15 +258,31 @@ class VnetPlugin:
                 "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             }
             store.put(record)
+            recorded = True
+            deadline.commit_point()  # nobody waits for this answer any more: undo it all
         except BaseException:
-            if created:
-                try:
-                    dp.delete_pod_link(veth)
-                except Exception:
-                    pass
-            self._undo_ipam(inv, conf, settings)
+            self._roll_back(inv, conf, settings, store, key, veth, recorded, created, owned)
             raise
         return self._result_from_record(record)
+
+    def _roll_back(self, inv: Invocation, conf: NetConf, settings: Settings, store: EndpointStore, key: str,
+                   veth: str, recorded: bool, created: bool, owned: bool) -> None:
+        """Undo what this ADD created, in reverse order; each step is tried whatever the others do.
+        An allocation the attachment held before this call (a pod's address) is never released
+        while a veth that may carry it could remain."""
+        if recorded:
+            try:
+                store.remove(key)
+            except Exception:
+                pass
+        veth_gone = True
+        if created:
+            try:
+                self.dataplane(settings).delete_pod_link(veth)
+            except Exception:
+                veth_gone = False
+        if owned and veth_gone:
+            self._undo_ipam(inv, conf, settings)
 
     @staticmethod
     def _ipam_state_dir(conf: NetConf) -> str:
@@ -313,6 +357,10 @@ class VnetPlugin:
     # --- DEL -----------------------------------------------------------------------------
     def delete(self, inv: Invocation, conf: NetConf) -> None:
         settings = Settings(conf)
+        with self._attachment(inv, conf, settings):
+            self._delete(inv, conf, settings)
+
+    def _delete(self, inv: Invocation, conf: NetConf, settings: Settings) -> None:
         store = EndpointStore(settings.state_dir)
         key = endpoint_key(conf.name, inv.container_id, inv.ifname)
         # The host end's name is derived, never chosen: its removal (the kernel's ~16 ms) starts
@@ -327,6 +375,10 @@ class VnetPlugin:
     # --- CHECK ---------------------------------------------------------------------------
     def check(self, inv: Invocation, conf: NetConf) -> None:
         settings = Settings(conf)
+        with self._attachment(inv, conf, settings):
+            self._check(inv, conf, settings)
+
+    def _check(self, inv: Invocation, conf: NetConf, settings: Settings) -> None:
         key = endpoint_key(conf.name, inv.container_id, inv.ifname)
         record = EndpointStore(settings.state_dir).get(key)
         if record is None:
@@ -392,18 +444,27 @@ class VnetPlugin:
         self._ipam_call("STATUS", inv, conf, Settings(conf))
 
     def gc(self, inv: Invocation, conf: NetConf, valid: list[dict]) -> None:
+        """Remove this network's attachments the runtime does not list, except those another call
+        is working on (their lock is held: an ADD in flight is not garbage)."""
         settings = Settings(conf)
         keep = {(v.get("containerID"), v.get("ifname")) for v in valid}
         store = EndpointStore(settings.state_dir)
         dp = self.dataplane(settings)
-        stale = {key: rec for key, rec in store.all().items()
-                 if rec["network"] == conf.name and (rec["containerId"], rec["ifName"]) not in keep}
-        for rec in stale.values():
-            dp.delete_pod_link(rec["hostIfName"])
-            if settings.ipam_type != IN_PROCESS_IPAM:  # an IPAM without GC: release one by one
-                self._ipam_call("DEL", Invocation(command="DEL", container_id=rec["containerId"], netns="",
-                                                  ifname=rec["ifName"], path=inv.path, stdin=inv.stdin),
-                                conf, settings)
-        if settings.ipam_type == IN_PROCESS_IPAM:
-            self._ipam_call("GC", inv, conf, settings, valid)  # releases every unlisted allocation
-        store.doc.apply(lambda doc: [doc["endpoints"].pop(key, None) for key in stale])
+        dirs = self._lock_dirs(conf, settings)
+        candidates = [(rec["containerId"], rec["ifName"]) for rec in store.all().values()
+                      if rec["network"] == conf.name and (rec["containerId"], rec["ifName"]) not in keep]
+        with contextlib.ExitStack() as held:
+            mine = {endpoint_key(conf.name, cid, ifname) for cid, ifname in candidates
+                    if all(held.enter_context(attachments.unless_busy(sd, conf.name, cid, ifname))
+                           for sd in dict.fromkeys(dirs))}
+            stale = {key: rec for key, rec in store.all().items() if key in mine}  # as of now, locked
+            for rec in stale.values():
+                dp.delete_pod_link(rec["hostIfName"])
+                if settings.ipam_type != IN_PROCESS_IPAM:  # an IPAM without GC: release one by one
+                    self._ipam_call("DEL", Invocation(command="DEL", container_id=rec["containerId"], netns="",
+                                                      ifname=rec["ifName"], path=inv.path, stdin=inv.stdin),
+                                    conf, settings)
+            if settings.ipam_type == IN_PROCESS_IPAM:
+                # Releases every unlisted allocation but those of attachments busy elsewhere.
+                self._ipam_call("GC", inv, conf, settings, valid)
+            store.doc.apply(lambda doc: [doc["endpoints"].pop(key, None) for key in stale])

@@ -7,6 +7,12 @@ The wait polls LOCK_NB with short, growing sleeps (a blocking flock cannot be gi
 without signals, which threads cannot use); an uncontended acquisition is one open + one flock.
 When the deadline passes the caller gets code 11 (TRY_AGAIN_LATER) naming the lock file: the
 runtime retries the call later, as the spec intends.
+
+A *transient* lock file exists only while it is held (its holder removes it before releasing),
+for locks named after something short-lived such as one pod attachment: a node does not collect
+a file per pod it ever ran. An acquirer that finds it locked a file already removed tries again.
+`holding()` is re-entrant per thread: a handler that holds a lock can call another handler that
+takes the same one (vnet's ADD calling vnet-ipam in-process).
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import threading
 import time
 from collections.abc import Iterator
 
@@ -49,32 +56,35 @@ def _open(path: str) -> int:
         directory = os.path.dirname(path)
         if not directory:
             raise
-        os.makedirs(directory, mode=0o755, exist_ok=True)
+        os.makedirs(directory, mode=0o700, exist_ok=True)
         return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
 
 
 def acquire(path: str, *, timeout: float | None = None, deadline: float | None = None,
-            shared: bool = False, purpose: str = "") -> int:
+            shared: bool = False, purpose: str = "", transient: bool = False) -> int:
     """Open `path` (created, with its directory, if missing) and flock it; returns the fd that
-    holds the lock (close it to release). Waits until `deadline` (time.monotonic()) or for
-    `timeout` seconds (DEFAULT_TIMEOUT if neither is given; the earlier one wins if both are),
-    then raises LockTimeout (code 11)."""
+    holds the lock (close it to release; a transient one: `release(path, fd, transient=True)`).
+    Waits until `deadline` (time.monotonic()) or for `timeout` seconds (DEFAULT_TIMEOUT if
+    neither is given; the earlier one wins if both are), then raises LockTimeout (code 11)."""
     start = time.monotonic()
     limit = start + (DEFAULT_TIMEOUT if timeout is None and deadline is None else
                      timeout if timeout is not None else float("inf"))
     if deadline is not None:
         limit = min(limit, deadline)
-    try:
-        fd = _open(path)
-    except OSError as exc:
-        raise CNIError(IO_FAILURE, f"cannot open lock {path}: {exc.strerror}") from None
     op = (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB
     sleep = _FIRST_SLEEP
+    fd = -1
     try:
+        fd = _open(path)
         while True:
             try:
                 fcntl.flock(fd, op)
-                return fd
+                if not transient or _still_linked(path, fd):
+                    return fd
+                os.close(fd)  # its holder removed it as we opened it: take the new file
+                fd = -1
+                fd = _open(path)
+                continue
             except BlockingIOError:
                 pass
             except InterruptedError:
@@ -87,20 +97,82 @@ def acquire(path: str, *, timeout: float | None = None, deadline: float | None =
                 raise LockTimeout(path, now - start, purpose)
             time.sleep(min(sleep, limit - now))
             sleep = min(sleep * 2, _MAX_SLEEP)
+    except OSError as exc:
+        if fd >= 0:
+            os.close(fd)
+        raise CNIError(IO_FAILURE, f"cannot open lock {path}: {exc.strerror}") from None
     except BaseException:
-        os.close(fd)
+        if fd >= 0:
+            os.close(fd)
         raise
+
+
+def _still_linked(path: str, fd: int) -> bool:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(fd)
+    return (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino)
+
+
+def release(path: str, fd: int, *, transient: bool = False) -> None:
+    """Release a lock acquire() returned; a transient lock's file is removed first (while held)."""
+    try:
+        if transient:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+    finally:
+        os.close(fd)  # closing the descriptor releases the flock
 
 
 @contextlib.contextmanager
 def flocked(path: str, *, timeout: float | None = None, deadline: float | None = None,
-            shared: bool = False, purpose: str = "") -> Iterator[None]:
+            shared: bool = False, purpose: str = "", transient: bool = False) -> Iterator[None]:
     """Hold the flock on `path` for the body (see acquire for the deadline)."""
-    fd = acquire(path, timeout=timeout, deadline=deadline, shared=shared, purpose=purpose)
+    fd = acquire(path, timeout=timeout, deadline=deadline, shared=shared, purpose=purpose,
+                 transient=transient)
     try:
         yield
     finally:
-        os.close(fd)  # closing the descriptor releases the flock
+        release(path, fd, transient=transient)
+
+
+_held = threading.local()
+
+
+def _held_paths() -> set[str]:
+    paths = getattr(_held, "paths", None)
+    if paths is None:
+        paths = _held.paths = set()
+    return paths
+
+
+@contextlib.contextmanager
+def holding(path: str, *, timeout: float | None = None, deadline: float | None = None,
+            purpose: str = "", transient: bool = False) -> Iterator[None]:
+    """An exclusive flocked() that is re-entrant on this thread (a nested holding() of the same
+    path is free and releases nothing)."""
+    paths = _held_paths()
+    if path in paths:
+        yield
+        return
+    with flocked(path, timeout=timeout, deadline=deadline, purpose=purpose, transient=transient):
+        paths.add(path)
+        try:
+            yield
+        finally:
+            paths.discard(path)
+
+
+def held_here(path: str) -> bool:
+    """Whether this thread holds `path` through holding()."""
+    return path in _held_paths()
+
+
+def busy(path: str) -> bool:
+    """Whether someone other than this thread holds the lock now (reads only)."""
+    return not held_here(path) and is_held(path)
 
 
 def try_acquire(path: str, *, shared: bool = False) -> int | None:

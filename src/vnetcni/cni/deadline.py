@@ -1,0 +1,81 @@
+"""The deadline of the call this thread is handling, and whether its caller still waits.
+
+vnetd serves each request on a worker thread inside `scope(deadline, gone)`: `deadline` is when
+the caller stops waiting (time.monotonic()), `gone()` says whether it hung up already. Handlers
+ask two things:
+
+- `wait_until()`: how long a lock wait may last (the call's deadline, or None: the lock's own
+  default) — waiting past it only produces an answer nobody reads;
+- `commit_point()`: called where an ADD's work becomes the pod's (under the attachment lock,
+  before answering): if the caller is gone or its deadline passed, it raises code 11 so the
+  handler rolls back what it created instead of leaving an address allocated to a call the
+  runtime saw fail.
+
+Outside a scope (a plugin run in-process by the runtime, which kills it on its own timeout)
+nothing is abandoned and lock waits use their default.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+from .errors import CNIError, TRY_AGAIN_LATER
+
+_local = threading.local()
+
+
+class Call:
+    __slots__ = ("deadline", "gone")
+
+    def __init__(self, deadline: float | None, gone: Callable[[], bool] | None) -> None:
+        self.deadline = deadline  # time.monotonic() value
+        self.gone = gone
+
+    def abandoned(self) -> str:
+        """Why the caller no longer waits for this call ("" while it does)."""
+        if self.gone is not None and self.gone():
+            return "the caller hung up"
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            return "the call's deadline passed"
+        return ""
+
+
+@contextlib.contextmanager
+def scope(deadline: float | None, gone: Callable[[], bool] | None = None) -> Iterator[Call]:
+    call = Call(deadline, gone)
+    outer = getattr(_local, "call", None)
+    _local.call = call
+    try:
+        yield call
+    finally:
+        _local.call = outer
+
+
+def current() -> Call | None:
+    return getattr(_local, "call", None)
+
+
+def wait_until() -> float | None:
+    call = getattr(_local, "call", None)
+    return None if call is None else call.deadline
+
+
+class Abandoned(CNIError):
+    def __init__(self, why: str, undone: str) -> None:
+        super().__init__(TRY_AGAIN_LATER, f"call abandoned: {why}; {undone}",
+                         "nothing is kept for this call; retry it")
+
+
+def abandoned() -> str:
+    call = getattr(_local, "call", None)
+    return "" if call is None else call.abandoned()
+
+
+def commit_point(undone: str = "what it did was rolled back") -> None:
+    """Raise Abandoned (code 11) if nobody waits for this call's answer any more."""
+    why = abandoned()
+    if why:
+        raise Abandoned(why, undone)

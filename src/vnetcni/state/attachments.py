@@ -1,0 +1,60 @@
+"""One attachment, one operation at a time.
+
+An attachment is (network, container ID, interface name): what one ADD creates and one DEL
+removes. Runtimes do send overlapping calls for one attachment (a retried ADD after a timeout, a
+DEL for a sandbox whose ADD is still running); run at once they would share one allocation and
+one deterministic veth name, and one call's rollback would undo the other's success. So every
+ADD, DEL and CHECK holds the attachment's lock for its whole run: a transient flock file under
+the node's lock directory (NodeLayout.lock_dir, `<stateDir>/locks/`), named by a hash of the attachment. flock belongs to an open file
+description, so vnetd's worker threads, vnetd and a plugin run in-process by the runtime all
+exclude each other; the kernel releases it if the holder dies. The wait ends at the call's
+deadline (or the lock's default) with code 11. GC skips attachments whose lock is held: their
+ADD (or DEL) is still in flight.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+from collections.abc import Iterable, Iterator
+
+from ..cni import deadline
+from . import locks
+
+
+def lock_path(lock_dir: str, network: str, container_id: str, ifname: str) -> str:
+    digest = hashlib.sha256(f"{network}/{container_id}/{ifname}".encode()).hexdigest()[:32]
+    return os.path.join(lock_dir, f"attachment-{digest}.lock")
+
+
+@contextlib.contextmanager
+def exclusive(lock_dirs: Iterable[str], network: str, container_id: str, ifname: str) -> Iterator[None]:
+    """Hold the attachment's lock in each lock directory (in the order given; re-entrant on this
+    thread), waiting at most until the call's deadline."""
+    what = f"attachment {network}/{container_id}/{ifname}"
+    until = deadline.wait_until()
+    with contextlib.ExitStack() as stack:
+        for sd in dict.fromkeys(lock_dirs):
+            stack.enter_context(locks.holding(lock_path(sd, network, container_id, ifname),
+                                              deadline=until, timeout=locks.DEFAULT_TIMEOUT,
+                                              purpose=what, transient=True))
+        yield
+
+
+@contextlib.contextmanager
+def unless_busy(lock_dir: str, network: str, container_id: str, ifname: str) -> Iterator[bool]:
+    """For GC: hold the attachment's lock if nobody else does (True), else hold nothing (False)."""
+    path = lock_path(lock_dir, network, container_id, ifname)
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(locks.holding(path, timeout=0, transient=True))
+            free = True
+        except locks.LockTimeout:
+            free = False
+        yield free
+
+
+def busy(lock_dir: str, network: str, container_id: str, ifname: str) -> bool:
+    """Whether another call (thread or process) holds the attachment now. Reads only."""
+    return locks.busy(lock_path(lock_dir, network, container_id, ifname))
