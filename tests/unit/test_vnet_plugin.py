@@ -23,19 +23,20 @@ class FakeIpam:
         self.fail = fail
 
     def add(self, inv, conf):
-        return self.add_reporting(inv, conf)[0]
-
-    def add_reporting(self, inv, conf, commit=True):
-        """As vnet-ipam: the result, and whether this call created the allocation."""
         self.calls.append("ADD")
         if self.fail:
             raise CNIError(100, "no address available on this node: 30 of 30 in use")
         key = (conf.name, inv.container_id, inv.ifname)
-        created = key not in self.allocated
-        if created:
+        self.created = key not in self.allocated
+        if self.created:
             self.allocated[key] = f"10.240.0.{36 + len(self.allocated)}/16"
-        result = Result(ips=[IPConfig(self.allocated[key], "10.240.0.1")], routes=[Route("0.0.0.0/0", "10.240.0.1")])
-        return result, created
+        return Result(ips=[IPConfig(self.allocated[key], "10.240.0.1")], routes=[Route("0.0.0.0/0", "10.240.0.1")])
+
+    def add_reporting(self, inv, conf, commit=True):
+        """As vnet-ipam: the result, and whether this call created the allocation."""
+        self.created = True  # a test's replacement add() creates
+        result = self.add(inv, conf)
+        return result, self.created
 
     def delete(self, inv, conf):
         self.calls.append("DEL")
