@@ -279,3 +279,22 @@ def test_unknown_mode_is_code_7(world):
     dp.netns.add("/run/netns/p1")
     code, err = call(plugin, "ADD", sd, extra={"mode": "l2tunnel"})
     assert code == 1 and err["code"] == 7 and "mode" in err["msg"]
+def test_status_fails_with_code_50_and_the_fix_until_the_node_is_prepared(world):
+    dp, ipam, plugin, sd = world
+    assert call(plugin, "STATUS", sd, version="1.1.0") == (0, None)
+    dp.facts["ip_forward"] = 0
+    code, err = call(plugin, "STATUS", sd, version="1.1.0")
+    assert code == 1 and err["code"] == 50
+    assert "ip_forward" in err["msg"] and "sysctl -w net.ipv4.ip_forward=1" in err["msg"]
+    dp.facts["ip_forward"] = 1
+    assert call(plugin, "STATUS", sd, version="1.1.0") == (0, None)
+
+
+def test_check_reports_a_pod_port_without_hairpin(world):
+    dp, _, plugin, sd = world
+    dp.netns.add("/run/netns/p1")
+    assert call(plugin, "ADD", sd)[0] == 0
+    assert call(plugin, "CHECK", sd)[0] == 0
+    next(iter(dp.hosts.values()))["hairpin"] = False
+    code, err = call(plugin, "CHECK", sd)
+    assert code == 1 and err["code"] == 103 and "hairpin mode off" in err["msg"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 
 from ..cni.errors import CNIError, DATAPLANE_FAILURE
+from .prereqs import NodeFacts
 from .model import BridgeInfo, HostView, LinkExists, PodLink, PodLinkSpec, PodView
 
 
@@ -16,6 +17,7 @@ class FakeDataplane:
         self.hosts: dict[str, dict] = {}  # host ifname -> {"bridge", "mac", "netns", "ifname"}
         self.pods: dict[tuple[str, str], PodView] = {}  # (netns, ifname) -> view
         self.netns: set[str] = set()
+        self.facts = {"br_netfilter": True, "bridge_nf_call_iptables": 1, "ip_forward": 1}
         self.fail_on: str = ""  # inject a failure: "create" or "configure"
         self._macs = (f"02:00:00:00:{i >> 8:02x}:{i & 0xff:02x}" for i in itertools.count(1))
 
@@ -78,9 +80,13 @@ class FakeDataplane:
             return PodView(exists=False)
         return self.pods.get((netns, ifname), PodView(exists=False))
 
+    def node_facts(self, bridge: str) -> NodeFacts:
+        return NodeFacts(bridge=bridge, bridge_exists=bridge in self.bridges, bridge_nf_flag=bridge in self.bridges,
+                         **self.facts)
+
     def inspect_host(self, host_ifname: str) -> HostView:
         host = self.hosts.get(host_ifname)
         if host is None:
             return HostView(exists=False)
         return HostView(exists=True, master=host["bridge"], up=True, mac=host["mac"],
-                        routes=list(host["routes"]))
+                        routes=list(host["routes"]), hairpin=host.get("hairpin", bool(host["bridge"])))

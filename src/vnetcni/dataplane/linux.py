@@ -23,7 +23,9 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from ..cni.errors import CNIError, DATAPLANE_FAILURE
 from . import netns as nsutil
+from . import node_frames
 from .model import BridgeInfo, HostView, LinkExists, PodLink, PodLinkSpec, PodView
+from .prereqs import NodeFacts
 from .rtnl import NUD_PERMANENT, RtnlChannel
 
 _AF = {4: socket.AF_INET, 6: socket.AF_INET6}
@@ -137,9 +139,14 @@ class LinuxDataplane:
                 if exc.code != errno.EEXIST:
                     raise
             idx = self._index(ipr, name)
+        # The bridge's own switch for br_netfilter (OR-ed with net.bridge.bridge-nf-call-iptables):
+        # kube-proxy's rules see pod traffic on this bridge whatever the node-wide sysctl says,
+        # and no other bridge on the node is affected. It needs br_netfilter loaded (STATUS says so).
+        ipr.link("set", index=idx, kind="bridge", br_nf_call_iptables=1)
         ipr.link("set", index=idx, state="up")
         if up_idx is not None:
             self._adopt_uplink(idx, up_idx)
+            node_frames.ensure(up_idx, idx, ipr.get_links(idx)[0].get_attr("IFLA_ADDRESS"))
         elif gateway:
             iface = ipaddress.ip_interface(gateway)
             with contextlib.suppress(NetlinkError):  # EEXIST: already there
@@ -222,6 +229,8 @@ class LinuxDataplane:
         finally:
             os.close(fd)
         try:
+            if not spec.routed:
+                self._channel().set_hairpin(spec.host_ifname)
             self._configure_pod(spec, host_mac)
             if spec.routed:
                 self._route_to_pod(spec)
@@ -306,6 +315,18 @@ class LinuxDataplane:
                            mtu=link.get_attr("IFLA_MTU"), addresses=addrs, routes=routes,
                            neighbours=neighbours)
 
+    def node_facts(self, bridge: str) -> NodeFacts:
+        """What the node's settings are for Services over the bridge (prereqs.py judges them)."""
+        call = _sysctl("net/bridge/bridge-nf-call-iptables")
+        idx = self._index(self.ipr, bridge)
+        flag = False
+        if idx is not None:
+            link = self.ipr.get_links(idx)[0]
+            flag = bool(link.get_nested("IFLA_LINKINFO", "IFLA_INFO_DATA", "IFLA_BR_NF_CALL_IPTABLES"))
+        return NodeFacts(br_netfilter=os.path.isdir("/proc/sys/net/bridge"), bridge_nf_call_iptables=call,
+                         ip_forward=_sysctl("net/ipv4/ip_forward") or 0, bridge=bridge,
+                         bridge_exists=idx is not None, bridge_nf_flag=flag)
+
     def inspect_host(self, host_ifname: str) -> HostView:
         idx = self._index(self.ipr, host_ifname)
         if idx is None:
@@ -319,8 +340,18 @@ class LinuxDataplane:
                   for fam in (socket.AF_INET, socket.AF_INET6)
                   for r in self.ipr.get_routes(family=fam, table=254, oif=idx)
                   if r.get_attr("RTA_OIF") == idx]
+        hairpin = link.get_nested("IFLA_LINKINFO", "IFLA_INFO_SLAVE_DATA", "IFLA_BRPORT_MODE")
         return HostView(exists=True, master=master, up=bool(link["flags"] & 1),
-                        mac=link.get_attr("IFLA_ADDRESS"), routes=routes)
+                        mac=link.get_attr("IFLA_ADDRESS"), routes=routes, hairpin=bool(hairpin))
+
+
+def _sysctl(path: str) -> int | None:
+    """An integer under /proc/sys (of this thread's network namespace); None when it is absent."""
+    try:
+        with open(os.path.join("/proc/sys", path)) as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _arp_notify(ifname: str) -> None:

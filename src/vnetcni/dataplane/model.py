@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import TYPE_CHECKING, Callable, Protocol
 
 from ..cni.errors import CNIError, DATAPLANE_FAILURE
+
+if TYPE_CHECKING:
+    from .prereqs import NodeFacts
 
 
 class LinkExists(CNIError):
@@ -72,6 +75,7 @@ class HostView:
     up: bool = False
     mac: str = ""
     routes: list[str] = field(default_factory=list)  # node routes out of this link (dst CIDRs)
+    hairpin: bool = False
 
 
 class Dataplane(Protocol):
@@ -93,3 +97,6 @@ class Dataplane(Protocol):
     def inspect_host(self, host_ifname: str) -> HostView: ...
 
     def uplink_mtu(self, uplink: str) -> int: ...
+
+    def node_facts(self, bridge: str) -> "NodeFacts":
+        """The node's settings kube-proxy needs with a bridge (judged by prereqs.evaluate)."""

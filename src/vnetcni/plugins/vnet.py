@@ -436,12 +436,24 @@ class VnetPlugin:
                 problems.append(f"host interface {record['hostIfName']} is not on bridge {record['bridge']}")
             if not host.up:
                 problems.append(f"host interface {record['hostIfName']} is down")
+            if not transparent and not host.hairpin:
+                problems.append(f"host interface {record['hostIfName']} has hairpin mode off (a pod "
+                                "calling a Service backed by itself times out)")
         return problems
 
     # --- STATUS and GC -------------------------------------------------------------------
     def status(self, inv: Invocation, conf: NetConf) -> None:
-        """Ready when the IPAM plugin is (the spec: a plugin that delegates asks its delegate)."""
-        self._ipam_call("STATUS", inv, conf, Settings(conf))
+        """Ready when the node has what kube-proxy needs in this mode (dataplane/prereqs.py; code
+        50 with the commands that fix it) and the IPAM plugin is ready (the spec: a plugin that
+        delegates asks its delegate)."""
+        from ..dataplane import prereqs
+
+        settings = Settings(conf)
+        facts = self.dataplane(settings).node_facts(settings.bridge)
+        missing = prereqs.problems(prereqs.evaluate(facts, bridged=not settings.transparent))
+        if missing:
+            raise CNIError(E.PLUGIN_NOT_AVAILABLE, missing)
+        self._ipam_call("STATUS", inv, conf, settings)
 
     def gc(self, inv: Invocation, conf: NetConf, valid: list[dict]) -> None:
         """Remove this network's attachments the runtime does not list, except those another call
