@@ -246,3 +246,18 @@ def test_uninstall_keeps_state_while_vnetd_serves_it(tmp_path):
     finally:
         live.close()
     assert (state / "ipam.json").exists()
+
+
+def test_capacity_prints_what_node_bootstrap_needs(tmp_path):
+    from support.cni import metadata_xml
+
+    path = tmp_path / "nic.xml"
+    path.write_text(metadata_xml("00:0d:3a:00:00:01", "10.240.0.4", [f"10.240.0.{i}" for i in range(5, 17)]))
+    res = runner.invoke(app, ["capacity", "--metadata-file", str(path)])
+    assert res.exit_code == 0, res.output
+    lines = res.output.splitlines()
+    assert "kubelet flag:        --max-pods=12" in lines
+    assert "kubelet config file: maxPods: 12" in lines
+    data = json.loads(runner.invoke(app, ["capacity", "--metadata-file", str(path), "--json"]).output)
+    assert data["maxPods"] == 12 and data["kubeletFlag"] == "--max-pods=12"
+    assert data["kubeletConfig"] == {"maxPods": 12}

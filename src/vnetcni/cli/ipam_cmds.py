@@ -132,6 +132,8 @@ def capacity(
     typer.echo(f"NIC {cap.pool.mac} in {cap.pool.subnet}: node address {cap.pool.primary}, "
                f"{cap.secondary_addresses} secondary addresses")
     typer.echo(f"max-pods: {cap.max_pods}")
+    typer.echo(f"kubelet flag:        --max-pods={cap.max_pods}")
+    typer.echo(f"kubelet config file: maxPods: {cap.max_pods}")
     typer.echo("(one pod address per secondary address; hostNetwork pods do not need one, but kubelet "
                "counts them in max-pods too, so this value can never exhaust the node)")
 

@@ -78,7 +78,9 @@ class Capacity(FrozenRecord):
         self._set(secondary_addresses=secondary_addresses, max_pods=max_pods, pool=pool, source=source)
 
     def to_dict(self) -> dict:
+        # maxPods as node bootstrap wants it: kubelet's flag and its config file's field
         return {"secondaryAddresses": self.secondary_addresses, "maxPods": self.max_pods,
+                "kubeletFlag": f"--max-pods={self.max_pods}", "kubeletConfig": {"maxPods": self.max_pods},
                 "subnet": self.pool.subnet, "primary": self.pool.primary, "mac": self.pool.mac,
                 "source": self.source}
 
