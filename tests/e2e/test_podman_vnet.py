@@ -101,3 +101,51 @@ def test_podman_containers_on_a_vnet_network(podman, node_ns, metadata_service, 
     ipam = json.load(open(state / "ipam.json"))
     assert ipam["allocations"] == {}, ipam["allocations"]
     assert not [l for l in os.listdir("/sys/class/net") if l.startswith("azv")]  # nothing leaked to the host
+
+
+def test_podman_containers_on_a_transparent_vnet_network(podman, node_ns, metadata_service, tmp_path):
+    """Transparent (routed) mode through podman, the reference portmap chained after it: the node
+    routes between the containers and DNATs its hostPort to one of them."""
+    for cmd in (["link", "add", "eth0", "type", "veth", "peer", "name", "vnic"],
+                ["addr", "add", "10.240.0.35/16", "dev", "eth0"],
+                ["link", "set", "eth0", "up"], ["link", "set", "vnic", "up"]):
+        subprocess.run(["ip", "-n", node_ns, *cmd], check=True)  # the node's NIC and primary address
+    assert ns_exec(node_ns, "sysctl", "-qw", "net.ipv4.ip_forward=1").returncode == 0  # a k8s node forwards
+    state = tmp_path / "vnet-state"
+    conflist = {"cniVersion": "1.0.0", "name": "vntnet", "plugins": [
+        {"type": "vnet", "mode": "transparent", "stateDir": str(state),
+         "ipam": {"type": "vnet-ipam", "metadataUrl": metadata_service, "reuseCooldownSeconds": 0}},
+        {"type": "portmap", "capabilities": {"portMappings": True}}]}
+    (podman.net_dir / "vntnet.conflist").write_text(json.dumps(conflist))
+    image = podman.import_busybox()
+
+    podman("run", "-d", "--name", "vnt-web", "--network", "vntnet", "-p", "18080:8080", image,
+           "sh", "-c", "echo hello-from-web > /tmp/index.html; exec httpd -f -p 8080 -h /tmp")
+    podman("run", "-d", "--name", "vnt-client", "--network", "vntnet", image, "sleep", "600")
+    ips = {name: podman("inspect", name, "--format", "{{.NetworkSettings.Networks.vntnet.IPAddress}}").stdout.strip()
+           for name in ("vnt-web", "vnt-client")}
+    assert set(ips.values()) <= {f"10.240.0.{i}" for i in range(36, 66)} and len(set(ips.values())) == 2, ips
+    route = podman("exec", "vnt-client", "ip", "route").stdout
+    assert "default via 169.254.1.1 dev eth0" in route, route
+    assert "/32" in podman("exec", "vnt-client", "ip", "-4", "addr", "show", "eth0").stdout
+
+    # container to container: routed by the node (no bridge exists)
+    got = podman("exec", "vnt-client", "timeout", "5", "wget", "-q", "-O", "-",
+                 f"http://{ips['vnt-web']}:8080/index.html").stdout
+    assert got.strip() == "hello-from-web"
+    assert "bridge" not in ns_exec(node_ns, "ip", "-d", "link", "show").stdout
+    # the node to the container through the reference portmap's DNAT on its own address
+    fetch = ("import urllib.request;print(urllib.request.urlopen("
+             "'http://10.240.0.35:18080/index.html',timeout=5).read().decode())")
+    got = ns_exec(node_ns, sys.executable, "-c", fetch, timeout=20)
+    assert got.stdout.strip() == "hello-from-web", got.stderr
+
+    endpoints = json.loads(subprocess.run([VNETCTL, "endpoints", "--state-dir", str(state), "--json"],
+                                          capture_output=True, text=True, check=True).stdout)
+    assert sorted(e["ips"][0] for e in endpoints) == sorted(f"{ip}/32" for ip in ips.values())
+    assert all(e["mode"] == "transparent" for e in endpoints)
+
+    podman("rm", "-f", "-t", "0", "vnt-web", "vnt-client")
+    assert json.load(open(state / "endpoints.json"))["endpoints"] == {}
+    assert json.load(open(state / "ipam.json"))["allocations"] == {}
+    assert "azv" not in ns_exec(node_ns, "ip", "route").stdout

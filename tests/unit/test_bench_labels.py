@@ -38,3 +38,16 @@ def test_default_sizes_compare_with_their_targets():
     assert labels["burst_add_wall_ms"]["target"] == 1.0 and labels["big_burst_add_wall_ms"]["target"] == 1.0
     table = render_markdown(report)
     assert "| burst 110 ADD wall (ms) |" in table and "<= 80 MiB" in table
+
+
+def test_both_modes_each_against_its_reference():
+    sizes = {"sequential": 5, "burst": 5, "big_burst": 10}
+    results = _results(10)
+    half = {k: dict(v, median_ms=2.5) if isinstance(v, dict) else v for k, v in results["vnetd"].items()}
+    results.update({"reference-ptp": results["reference"], "vnetd-transparent": half})
+    report = {"rows": rows(results, sizes), "kernel_floor_ms": 1.5, "modes": ["bridge", "transparent"]}
+    seq = next(r for r in report["rows"] if r["key"] == "seq_add_median_ms")
+    assert seq["ratio"] == 1.0 and seq["ratio_transparent"] == 0.5
+    table = render_markdown(report)
+    assert "reference ptp+host-local" in table and "vnet transparent + vnetd" in table
+    assert "| sequential ADD median (ms) | 5.0 | 5.0 | 5.0 | 1.00x | 5.0 | 2.5 | 0.50x | <= 1.5x |" in table

@@ -139,3 +139,24 @@ def test_pod_record_reads_address_mac_and_host_interface_from_the_result():
 def test_k8s_args_are_those_kubelet_runtimes_pass():
     assert k8s_args("ns", "pod", "cid") == {"IgnoreUnknown": "1", "K8S_POD_NAMESPACE": "ns",
                                             "K8S_POD_NAME": "pod", "K8S_POD_INFRA_CONTAINER_ID": "cid"}
+
+
+def test_transparent_node_conflist_and_the_sdn_rules():
+    from vnetcni.sim import sdn
+
+    plan = plan_addresses("demo", "10.240.0.0/24", 2, 2)
+    nodes = [NodeRecord(name=f"node{a.index}", netns=f"vsim-demo-node{a.index}", primary=a.primary, mac=a.mac,
+                        fabricPort=f"p-node{a.index}", stateDir="/s", conflist="/c", cniBinDir="/b",
+                        metadataUrl="http://127.0.0.1:16999/x", metadataFile="/m", secondaries=list(a.secondaries),
+                        bridge="") for a in plan.nodes]
+    rec = FabricRecord(name="demo", subnet=plan.subnet, gateway=plan.gateway, fabricNetns="vsim-demo-fabric",
+                       fabricBridge="vnet0", ipsPerNode=2, mode="transparent", nodes=nodes)
+    main = parse_conflist(conflist_for(nodes[0], 0, "transparent")).plugins[0]
+    assert main["mode"] == "transparent" and "bridge" not in main and main["uplink"] == "eth0"
+    assert sdn.routes(rec) == ["route replace 10.240.0.5/32 via 10.240.0.4 dev vnet0",
+                               "route replace 10.240.0.6/32 via 10.240.0.4 dev vnet0",
+                               "route replace 10.240.0.8/32 via 10.240.0.7 dev vnet0",
+                               "route replace 10.240.0.9/32 via 10.240.0.7 dev vnet0"]
+    rules = sdn.arp_ruleset(rec)
+    assert "elements = { 10.240.0.1, 10.240.0.5, 10.240.0.6, 10.240.0.8, 10.240.0.9 }" in rules
+    assert "10.240.0.4" not in rules and "10.240.0.7" not in rules  # nodes answer for their primaries

@@ -59,20 +59,30 @@ def measure_target(target: Target, seq: int, b30: int, b110: int, progress: Call
     return out
 
 
+MODES = ("bridge", "transparent")
+# (ours, reference) pairs whose ratio the table shows, per mode
+PAIRS = {"bridge": ("vnetd", "reference"), "transparent": ("vnetd-transparent", "reference-ptp")}
+
+
 def run_bench(seq: int = 50, b30: int = 30, b110: int = 110, progress: Callable[[str], None] = lambda s: None,
-              with_reference: bool = True) -> dict:
+              with_reference: bool = True, modes: tuple[str, ...] = MODES) -> dict:
     from ..plugins.install import install
 
     started = time.time()
     bin_dir = tempfile.mkdtemp(prefix="vbench-bin-")
     installed = install(bin_dir)
     targets: list[Target] = []
-    ref = reference_target(max(seq, b30, b110) + 1) if with_reference else None
-    if ref:
-        targets.append(ref)
-    # vnetd right after the reference; the in-process path last: its bursts of 110 Python
-    # processes load the machine for a while after they end.
-    targets += [vnet_target(bin_dir, True), vnet_target(bin_dir, False)]
+    for mode in modes:
+        # Each mode right after its reference (bridge: the reference bridge; transparent: ptp,
+        # the reference routed veth). The in-process path (bridge mode only: starting Python
+        # is the same cost in either mode) last: its bursts of 110 Python processes load the
+        # machine for a while after they end.
+        ref = reference_target(max(seq, b30, b110) + 1, mode) if with_reference else None
+        if ref:
+            targets.append(ref)
+        targets.append(vnet_target(bin_dir, True, mode))
+    if "bridge" in modes:
+        targets.append(vnet_target(bin_dir, False))
     results = {}
     for t in targets:
         results[t.key] = measure_target(t, seq, b30, b110, progress)
@@ -81,7 +91,8 @@ def run_bench(seq: int = 50, b30: int = 30, b110: int = 110, progress: Callable[
     subprocess.run(["rm", "-rf", bin_dir])
     return {"machine": {"cpus": os.cpu_count(), "kernel": platform.release(), "python": platform.python_version()},
             "front_door": "compiled C client" if installed.compiled else "Python entry",
-            "sizes": {"sequential": seq, "burst": b30, "big_burst": b110},
+            "sizes": {"sequential": seq, "burst": b30, "big_burst": b110}, "modes": list(modes),
+            "with_reference": with_reference,
             "results": results, "kernel_floor_ms": floor, "seconds": round(time.time() - started, 1),
             "rows": rows(results, {"sequential": seq, "burst": b30, "big_burst": b110})}
 
@@ -127,12 +138,14 @@ def rows(results: dict, sizes: dict) -> list[dict]:
                 row[t] = sum(v.get("failed", 0) for v in res.values() if isinstance(v, dict))
             else:
                 row[t] = _get(res, path)
-        ref, ours = row.get("reference"), row.get("vnetd")
-        row["ratio"] = (ours / ref) if ref and ours is not None and path else None
+        for mode, (ours_key, ref_key) in PAIRS.items():
+            ref, ours = row.get(ref_key), row.get(ours_key)
+            ratio = (ours / ref) if ref and ours is not None and path else None
+            row["ratio" if mode == "bridge" else f"ratio_{mode}"] = ratio
         row["target"] = target_for(key, sizes)
         out.append(row)
-    rss = results.get("vnetd", {}).get("rss_mib")
     limit = RSS_TARGET_MIB if sizes.get("big_burst") == RSS_TARGET_ENDPOINTS else None
+    rss = {k: results[k].get("rss_mib") for k in ("vnetd", "vnetd-transparent") if k in results}
     out.append({"key": "vnetd_rss_mib", "label": f"vnetd RSS with {sizes['big_burst']} endpoints (MiB)",
-                "vnetd": rss, "ratio": None, "target": None, "limit_mib": limit})
+                **rss, "ratio": None, "target": None, "limit_mib": limit})
     return out

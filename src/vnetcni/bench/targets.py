@@ -72,23 +72,32 @@ class Target:
         return None
 
 
-def reference_target(pool: int) -> Target | None:
-    if not (os.path.exists(f"{REFERENCE_DIR}/bridge") and os.path.exists(f"{REFERENCE_DIR}/host-local")):
+# What each mode is measured against: the reference plugin doing the same job.
+REFERENCE_FOR_MODE = {"bridge": "bridge", "transparent": "ptp"}  # ptp: the reference routed veth
+
+
+def reference_target(pool: int, mode: str = "bridge") -> Target | None:
+    plugin = REFERENCE_FOR_MODE[mode]
+    if not (os.path.exists(f"{REFERENCE_DIR}/{plugin}") and os.path.exists(f"{REFERENCE_DIR}/host-local")):
         return None
     last = 36 + pool + 10
-    conf = {"cniVersion": "1.0.0", "name": "benchnet", "type": "bridge", "bridge": "azure0", "isGateway": True,
-            "ipMasq": False, "ipam": {"type": "host-local", "subnet": f"{SUBNET_PREFIX}.0.0/16",
-                                      "gateway": f"{SUBNET_PREFIX}.0.1",
-                                      "rangeStart": f"{SUBNET_PREFIX}.0.36",
-                                      "rangeEnd": f"{SUBNET_PREFIX}.{last // 256}.{last % 256}",
-                                      "routes": [{"dst": "0.0.0.0/0"}]}}
-    return Target("reference", "reference bridge + host-local", f"{REFERENCE_DIR}/bridge", conf, REFERENCE_DIR)
+    ipam = {"type": "host-local", "subnet": f"{SUBNET_PREFIX}.0.0/16", "gateway": f"{SUBNET_PREFIX}.0.1",
+            "rangeStart": f"{SUBNET_PREFIX}.0.36", "rangeEnd": f"{SUBNET_PREFIX}.{last // 256}.{last % 256}",
+            "routes": [{"dst": "0.0.0.0/0"}]}
+    conf = {"cniVersion": "1.0.0", "name": "benchnet", "type": plugin, "ipMasq": False, "ipam": ipam}
+    if plugin == "bridge":
+        conf.update(bridge="azure0", isGateway=True)
+    key = "reference" if mode == "bridge" else f"reference-{plugin}"
+    return Target(key, f"reference {plugin} + host-local", f"{REFERENCE_DIR}/{plugin}", conf, REFERENCE_DIR)
 
 
-def vnet_target(bin_dir: str, with_daemon: bool) -> Target:
-    conf = {"cniVersion": "1.0.0", "name": "benchnet", "type": "vnet", "bridge": "azure0",
+def vnet_target(bin_dir: str, with_daemon: bool, mode: str = "bridge") -> Target:
+    conf = {"cniVersion": "1.0.0", "name": "benchnet", "type": "vnet",
+            **({"bridge": "azure0"} if mode == "bridge" else {"mode": mode}),
             "ipam": {"type": "vnet-ipam", "reuseCooldownSeconds": 0}}
     key, label = ("vnetd", "vnet + vnet-ipam, vnetd") if with_daemon else ("inproc", "vnet + vnet-ipam, no vnetd")
+    if mode != "bridge":
+        key, label = f"{key}-{mode}", f"vnet {mode} + vnet-ipam, {'vnetd' if with_daemon else 'no vnetd'}"
     return Target(key, label, os.path.join(bin_dir, "vnet"), conf, f"{bin_dir}:{REFERENCE_DIR}",
                   use_daemon=with_daemon)
 

@@ -103,7 +103,7 @@ def parse_fabric(raw: dict, path: str) -> Fabric:
             name=str(n["name"]),
             netns=netns_path(str(n["netns"])),
             state_dir=str(n.get("stateDir") or DEFAULT_STATE_DIR),
-            bridge=str(n.get("bridge") or NODE_BRIDGE),
+            bridge=str(n.get("bridge", NODE_BRIDGE) or ""),  # "": a transparent-mode node
             uplink=_uplink_name(n.get("eth0")),
             primary=_address(n.get("primary")),
             fabric_port=n.get("fabricPort") if isinstance(n.get("fabricPort"), str) else None,

@@ -20,19 +20,37 @@ def _fmt(v) -> str:
     return str(v)
 
 
+# (column heading, row key or ratio key): bridge mode, then transparent mode, each with its reference
+_COLUMNS = {
+    "bridge": [("reference bridge+host-local", "reference"), ("vnet, no vnetd", "inproc"),
+               ("vnet + vnetd", "vnetd"), ("vnetd / reference", "ratio")],
+    "transparent": [("reference ptp+host-local", "reference-ptp"), ("vnet transparent + vnetd", "vnetd-transparent"),
+                    ("transparent / ptp", "ratio_transparent")],
+}
+
+
 def render_markdown(report: dict) -> str:
-    have_ref = any("reference" in r for r in report["rows"])
-    head = ["what", "reference bridge+host-local", "vnet, no vnetd", "vnet + vnetd", "vnetd / reference", "target"]
+    with_ref = bool(report.get("with_reference", True))
+    columns = [c for mode in report.get("modes", ["bridge"]) for c in _COLUMNS[mode]]
+    head = ["what", *(h for h, _ in columns), "target"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in report["rows"]:
         if r["key"] == "vnetd_rss_mib":
             target = f"<= {r['limit_mib']:.0f} MiB" if r.get("limit_mib") else ""
         else:
             target = f"<= {r['target']:.1f}x" if r.get("target") else ""
-        ratio = f"{r['ratio']:.2f}x" if r.get("ratio") is not None else "-"
-        lines.append("| " + " | ".join([r["label"], _fmt(r.get("reference")) if have_ref else "n/a",
-                                        _fmt(r.get("inproc")), _fmt(r.get("vnetd")), ratio, target]) + " |")
-    lines.append(f"| kernel floor: one pod's netlink work, raw socket, warm (ms) | | | {report['kernel_floor_ms']:.1f} | | |")
+        cells = []
+        for _, key in columns:
+            if key.startswith("ratio"):
+                cells.append(f"{r[key]:.2f}x" if r.get(key) is not None else "-")
+            elif key.startswith("reference") and not with_ref:
+                cells.append("n/a")
+            else:
+                cells.append(_fmt(r.get(key)))
+        lines.append("| " + " | ".join([r["label"], *cells, target]) + " |")
+    floor = f"{report['kernel_floor_ms']:.1f}"
+    lines.append("| kernel floor: one pod's netlink work, raw socket, warm (ms) | "
+                 + " | ".join(floor if key == "vnetd" else "" for _, key in columns) + " | |")
     return "\n".join(lines)
 
 
@@ -42,11 +60,17 @@ def bench(
     big_burst: int = typer.Option(110, "--big-burst", help="Size of the second burst (Kubernetes' default max-pods)."),
     as_json: bool = typer.Option(False, "--json", help="Print the full results as JSON."),
     no_reference: bool = typer.Option(False, "--no-reference", help="Skip the reference plugins."),
+    mode: str = typer.Option("both", "--mode",
+                             help="bridge, transparent, or both (each against its reference: bridge, ptp)."),
 ) -> None:
     """Benchmark vnet (+vnetd) against the reference bridge + host-local, in throwaway namespaces."""
     if os.geteuid() != 0:
         typer.echo("vnetctl bench: needs root (it builds network namespaces)", err=True)
         raise typer.Exit(1)
+    modes = {"both": ("bridge", "transparent"), "bridge": ("bridge",), "transparent": ("transparent",)}.get(mode)
+    if modes is None:
+        typer.echo(f"vnetctl bench: --mode must be bridge, transparent or both, not {mode!r}", err=True)
+        raise typer.Exit(2)
     if min(pods, burst, big_burst) < 1:
         typer.echo("vnetctl bench: sizes must be at least 1", err=True)
         raise typer.Exit(2)
@@ -56,7 +80,7 @@ def bench(
         if not as_json:
             typer.echo(f"... {msg}", err=True)
 
-    report = run_bench(pods, burst, big_burst, progress, with_reference=not no_reference)
+    report = run_bench(pods, burst, big_burst, progress, with_reference=not no_reference, modes=modes)
     if as_json:
         typer.echo(json.dumps(report, indent=2))
         return
@@ -64,6 +88,6 @@ def bench(
     typer.echo(f"\nfront door: {report['front_door']}; {report['machine']['cpus']} CPUs, kernel "
                f"{report['machine']['kernel']}, Python {report['machine']['python']}; took {report['seconds']} s")
     failed = next(r for r in report["rows"] if r["key"] == "failed")
-    if any(failed.get(k) for k in ("reference", "inproc", "vnetd")):
+    if any(failed.get(k) for k in report["results"]):
         typer.echo("some calls failed: see --json for the first error of each scenario", err=True)
         raise typer.Exit(1)

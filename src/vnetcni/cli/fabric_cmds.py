@@ -65,19 +65,23 @@ def fabric_up(
     vnetd: bool = typer.Option(False, "--vnetd", help="Run vnetd on every node (skipped if not installed)."),
     reuse_cooldown: float = typer.Option(0.0, "--reuse-cooldown",
                                          help="vnet-ipam reuseCooldownSeconds in the nodes' conflists."),
+    mode: str = typer.Option("bridge", "--mode",
+                             help="The vnet plugin's mode on every node: bridge, or transparent (routed; "
+                                  "the fabric then delivers each secondary address to its node, as the SDN does)."),
 ) -> None:
     """Bring a simulated VNet up (leftovers of a crashed run with this name are removed first)."""
     from ..sim import fabric
 
     console = _console()
     opts = fabric.FabricOptions(name=name, nodes=nodes, ips_per_node=ips_per_node, subnet=subnet,
-                                enforce_source=enforce_source, vnetd=vnetd, reuse_cooldown=reuse_cooldown)
+                                enforce_source=enforce_source, vnetd=vnetd, reuse_cooldown=reuse_cooldown,
+                                mode=mode)
     try:
         with console.status("bringing the fabric up") as status:
             rec = fabric.up(opts, progress=lambda m: (console.log(m), status.update(m)))
     except _expected_errors() as exc:
         raise _fail("fabric up", exc)
-    console.print(f"fabric [bold]{rec.name}[/] is up: {len(rec.nodes)} nodes on {rec.subnet}, "
+    console.print(f"fabric [bold]{rec.name}[/] is up ({rec.mode} mode): {len(rec.nodes)} nodes on {rec.subnet}, "
                   f"gateway {rec.gateway}; state in {rec.directory}")
     console.print(f"try: vnetctl pod add {rec.nodes[0].name} web --fabric {rec.name}")
 
@@ -189,6 +193,7 @@ def demo(
     pods_per_node: int = typer.Option(4, "--pods-per-node", help="Pods started on every node."),
     vnetd: bool = typer.Option(True, "--vnetd/--no-vnetd",
                                help="Run vnetd on every node (skipped if not installed), or the plugins in-process."),
+    mode: str = typer.Option("bridge", "--mode", help="The vnet plugin's mode: bridge or transparent (routed)."),
 ) -> None:
     """The whole story in one command: a 3-node VNet, pods, measured connectivity, capacity, cleanup."""
     from ..sim import demo as demo_mod
@@ -196,7 +201,7 @@ def demo(
     console = _console()
     try:
         ok = demo_mod.run(console, demo_mod.DemoOptions(name=name, keep=keep, pods_per_node=pods_per_node,
-                                                        vnetd=vnetd))
+                                                        vnetd=vnetd, mode=mode))
     except _expected_errors() as exc:
         raise _fail("demo", exc)
     if not ok:

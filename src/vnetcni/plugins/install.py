@@ -108,7 +108,8 @@ def install(bin_dir: str, conf_dir: str = "", compile_front: bool = True, confli
 
 def default_conflist(name: str = "vnet", bridge: str = "azure0", state_dir: str = "/var/run/vnet",
                      metadata_url: str = "", metadata_file: str = "", uplink: str = "",
-                     cni_version: str = "1.0.0", reuse_cooldown: float | None = None) -> dict:
+                     cni_version: str = "1.0.0", reuse_cooldown: float | None = None,
+                     mode: str = "bridge") -> dict:
     ipam: dict = {"type": "vnet-ipam", "stateDir": state_dir}
     if metadata_url:
         ipam["metadataUrl"] = metadata_url
@@ -116,7 +117,9 @@ def default_conflist(name: str = "vnet", bridge: str = "azure0", state_dir: str 
         ipam["metadataFile"] = metadata_file
     if reuse_cooldown is not None:
         ipam["reuseCooldownSeconds"] = reuse_cooldown
-    main: dict = {"type": "vnet", "bridge": bridge, "stateDir": state_dir, "ipam": ipam}
+    # transparent mode has no bridge (`uplink` then only gives the pods' MTU)
+    main: dict = {"type": "vnet", **({"bridge": bridge} if mode == "bridge" else {"mode": mode}),
+                  "stateDir": state_dir, "ipam": ipam}
     if uplink:
         main["uplink"] = uplink
     return {"cniVersion": cni_version, "name": name,

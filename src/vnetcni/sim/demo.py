@@ -32,6 +32,7 @@ class DemoOptions:
     ips_per_node: int = 30
     workers: int = 4
     sample_per_node: int = 2
+    mode: str = "bridge"
 
 
 @dataclass
@@ -94,11 +95,12 @@ class Demo:
     # --- the story ----------------------------------------------------------------------------
     def run(self) -> bool:
         started = time.monotonic()
-        self.step(f"1. a VNet with {self.opts.nodes} nodes x {self.opts.ips_per_node} addresses")
+        self.step(f"1. a VNet with {self.opts.nodes} nodes x {self.opts.ips_per_node} addresses, "
+                  f"vnet in {self.opts.mode} mode")
         with self.console.status("bringing the fabric up") as status:
             self.fabric = fabric.up(fabric.FabricOptions(name=self.opts.name, nodes=self.opts.nodes,
                                                          ips_per_node=self.opts.ips_per_node,
-                                                         vnetd=self.opts.vnetd),
+                                                         vnetd=self.opts.vnetd, mode=self.opts.mode),
                                     progress=lambda m: (self.console.print(f"  {escape(m)}"), status.update(m)))
         mode = ("vnetd runs on every node" if all(n.vnetdPid for n in self.fabric.nodes)
                 else "the plugins run in-process (no vnetd)")

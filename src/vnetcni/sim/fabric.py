@@ -26,7 +26,7 @@ from typing import Callable, Iterator
 from ..node.layout import NodeLayout
 from ..ipam.metadata import render_node
 from ..plugins.install import default_conflist
-from . import enforcement, kernel, model, naming, processes, services
+from . import enforcement, kernel, model, naming, processes, sdn, services
 from .addressing import AddressPlan, NodeAddresses, plan_addresses
 from .errors import SimError
 from .model import FabricRecord, NodeRecord
@@ -48,6 +48,7 @@ class FabricOptions:
     enforce_source: bool = False
     vnetd: bool = False
     reuse_cooldown: float = 0.0
+    mode: str = sdn.MODE_BRIDGE  # the vnet plugin's mode on every node; transparent: the SDN delivers
 
 
 @contextlib.contextmanager
@@ -63,12 +64,13 @@ def fabric_lock() -> Iterator[None]:
         os.close(fd)
 
 
-def conflist_for(node: NodeRecord, reuse_cooldown: float) -> dict:
-    """The node's CNI configuration, as `vnetctl install` writes one: vnet (bridge mode, eth0 as
-    uplink, the node's own metadata service) then portmap."""
+def conflist_for(node: NodeRecord, reuse_cooldown: float, mode: str = sdn.MODE_BRIDGE) -> dict:
+    """The node's CNI configuration, as `vnetctl install` writes one: vnet (in `mode`; eth0 as
+    uplink: enslaved in bridge mode, the MTU's source in transparent mode; the node's own
+    metadata service) then portmap."""
     return default_conflist(name=NETWORK_NAME, bridge=node.bridge, state_dir=node.stateDir,
                             metadata_url=node.metadataUrl, uplink=node.eth0, cni_version="1.0.0",
-                            reuse_cooldown=reuse_cooldown)
+                            reuse_cooldown=reuse_cooldown, mode=mode)
 
 
 # --- up ------------------------------------------------------------------------------------
@@ -76,6 +78,8 @@ def up(opts: FabricOptions, progress: Progress = _quiet) -> FabricRecord:
     """Build the fabric; leftovers of a crashed run with this name are removed first."""
     naming.check_fabric_name(opts.name)
     plan = plan_addresses(opts.name, opts.subnet, opts.nodes, opts.ips_per_node)
+    if opts.mode not in sdn.MODES:
+        raise ValueError(f"--mode must be one of {', '.join(sdn.MODES)}, got {opts.mode!r}")
     if not 0 <= opts.reuse_cooldown <= 3600:
         raise ValueError(f"--reuse-cooldown must be between 0 and 3600 seconds, got {opts.reuse_cooldown:g}")
     if opts.vnetd and not services.vnetd_available():
@@ -89,7 +93,7 @@ def up(opts: FabricOptions, progress: Progress = _quiet) -> FabricRecord:
         record = FabricRecord(
             name=opts.name, subnet=plan.subnet, gateway=plan.gateway,
             fabricNetns=naming.fabric_netns(opts.name), fabricBridge=naming.FABRIC_BRIDGE,
-            ipsPerNode=opts.ips_per_node, enforceSource=opts.enforce_source,
+            ipsPerNode=opts.ips_per_node, enforceSource=opts.enforce_source, mode=opts.mode,
             created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         )
         try:
@@ -113,6 +117,9 @@ def _build(record: FabricRecord, plan: AddressPlan, opts: FabricOptions, progres
     kernel.ip(fab, "link", "add", record.fabricBridge, "type", "bridge", "forward_delay", "0", "stp_state", "0")
     kernel.ip(fab, "addr", "add", f"{record.gateway}/{plan.prefixlen}", "dev", record.fabricBridge)
     kernel.ip(fab, "link", "set", record.fabricBridge, "up")
+    if record.mode == sdn.MODE_TRANSPARENT:
+        progress("transparent mode: the fabric routes every secondary address to its node (the SDN)")
+        sdn.configure_fabric(record)
 
     for addrs in plan.nodes:
         node = _node_record(record, addrs, bin_dir)
@@ -137,6 +144,8 @@ def _build(record: FabricRecord, plan: AddressPlan, opts: FabricOptions, progres
 
     progress("fabric accounting" + (" and source-address enforcement" if record.enforceSource else ""))
     enforcement.install(record)
+    if record.mode == sdn.MODE_TRANSPARENT:
+        sdn.install(record)
     record.complete = True
     model.save(record)
 
@@ -150,6 +159,7 @@ def _node_record(record: FabricRecord, addrs: NodeAddresses, bin_dir: str) -> No
         conflist=os.path.join(node_dir, "10-vnet.conflist"), cniBinDir=bin_dir,
         metadataUrl=naming.metadata_url(), metadataFile=os.path.join(node_dir, "interfaces.xml"),
         secondaries=list(addrs.secondaries),
+        bridge="" if record.mode == sdn.MODE_TRANSPARENT else naming.NODE_BRIDGE,
     )
 
 
@@ -159,7 +169,7 @@ def _build_node(record: FabricRecord, node: NodeRecord, prefixlen: int, opts: Fa
     with open(node.metadataFile, "wb") as f:
         f.write(render_node(node.mac, record.subnet, node.primary, node.secondaries))
     with open(node.conflist, "w", encoding="utf-8") as f:
-        json.dump(conflist_for(node, opts.reuse_cooldown), f, indent=2)
+        json.dump(conflist_for(node, opts.reuse_cooldown, record.mode), f, indent=2)
         f.write("\n")
 
     kernel.netns_add(node.netns)
@@ -170,6 +180,8 @@ def _build_node(record: FabricRecord, node: NodeRecord, prefixlen: int, opts: Fa
     kernel.ip(node.netns, "link", "set", node.eth0, "address", node.mac, "up")
     kernel.ip(node.netns, "addr", "add", f"{node.primary}/{prefixlen}", "dev", node.eth0)
     kernel.ip(node.netns, "route", "add", "default", "via", record.gateway, "dev", node.eth0)
+    if record.mode == sdn.MODE_TRANSPARENT:
+        sdn.configure_node(node)
     node.metadataPid = services.start_metadata(node.netns, naming.METADATA_PORT, node.metadataFile,
                                                os.path.join(node_dir, "metadata.log"))
 

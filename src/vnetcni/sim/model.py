@@ -2,10 +2,11 @@
 
 Format (keys are the contract with other tools; extra keys may be added, none removed):
 {"name", "subnet", "gateway", "fabricNetns", "fabricBridge", "ipsPerNode", "enforceSource",
- "complete", "created",
+ "mode" ("bridge" | "transparent"), "complete", "created",
  "nodes": [{"name", "netns", "primary", "mac", "eth0", "fabricPort", "bridge", "stateDir",
             "conflist", "cniBinDir", "metadataUrl", "metadataFile", "metadataPid",
             "secondaries": [...], "vnetdPid"}]}
+A transparent-mode node has no bridge: its "bridge" is "".
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ class FabricRecord:
     fabricBridge: str
     ipsPerNode: int
     enforceSource: bool = False
+    mode: str = "bridge"
     complete: bool = False
     created: str = ""
     nodes: list[NodeRecord] = field(default_factory=list)
