@@ -12,8 +12,18 @@ from hypothesis import strategies as st
 
 from vnetcni.cni.errors import CNIError
 from vnetcni.cni.invocation import decode_json_object
+from vnetcni.daemon.protocol import timeout_ms
 from vnetcni.node.layout import DEFAULT_STATE_DIR, LayoutError, NodeLayout
 from vnetcni.plugins.install import compile_front_door
+
+
+def test_the_c_defaults_come_from_the_python_constants():
+    from vnetcni.plugins.install import front_door_defines
+
+    defines = front_door_defines("vnet", None)
+    assert f'-DDEFAULT_STATE_DIR="{DEFAULT_STATE_DIR}"' in defines
+    assert f"-DDEFAULT_TIMEOUT_MS={timeout_ms(NodeLayout().vnetd_timeout)}" in defines
+    assert not any(d.startswith("-DFALLBACK") for d in defines)
 
 
 def test_one_default_and_every_file_under_the_state_dir():
@@ -84,10 +94,12 @@ def c_socket(door, raw: bytes) -> str | None:
 
 
 def py_socket(plugin: str, raw: bytes) -> str | None:
+    """What a front door of `plugin` uses for this configuration: "<socket> <timeout ms>"."""
     try:
-        return NodeLayout.for_plugin(plugin, decode_json_object(raw)).socket
+        layout = NodeLayout.for_plugin(plugin, decode_json_object(raw))
     except (LayoutError, CNIError):
         return None
+    return f"{layout.socket} {timeout_ms(layout.vnetd_timeout)}"
 
 
 TRICKY = [
@@ -97,7 +109,11 @@ TRICKY = [
 ]
 values = st.one_of(st.sampled_from(TRICKY), st.none(), st.integers(), st.booleans(),
                    st.lists(st.just("/x"), max_size=1), st.text(min_size=0, max_size=12).map(lambda t: "/" + t))
-sections = st.fixed_dictionaries({}, optional={"stateDir": values, "other": st.integers()})
+timeouts = st.one_of(st.none(), st.booleans(), st.just("5"), st.integers(-2, 100),
+                     st.floats(allow_nan=False, allow_infinity=False, min_value=-1, max_value=100),
+                     st.sampled_from([0, 0.0001, 0.0005, 0.0015, 60, 60.0, 60.0000001, 1e-300, 10**30, -0.0]))
+sections = st.fixed_dictionaries({}, optional={"stateDir": values, "vnetdTimeoutSeconds": timeouts,
+                                               "other": st.integers()})
 
 
 @pytest.mark.parametrize("plugin", ["vnet", "vnet-ipam"])
@@ -109,6 +125,10 @@ sections = st.fixed_dictionaries({}, optional={"stateDir": values, "other": st.i
     b'{"a": [1, {"stateDir": "/deep"}], "b": {"ipam": {"stateDir": "/no"}}}',
     b'{"stateDir": "/\xed\xa0\x80"}', b'\xef\xbb\xbf{}', b'{"n": NaN}', b'{"n": -0.5e+3, "t": true}',
     b'{"n": 01}', b'{"n": tru}', b'{"stateDir": "/\xc0\xaf"}', b'{"a": [], "b": {}, "c": [ ]}',
+    b'{"vnetdTimeoutSeconds": 1e400}', b'{"vnetdTimeoutSeconds": 0.5e-0}',
+    b'{"vnetdTimeoutSeconds": 2, "ipam": {"vnetdTimeoutSeconds": 3}}',
+    b'{"vnetdTimeoutSeconds": null, "ipam": {"vnetdTimeoutSeconds": 3}}', b'{"vnetdTimeoutSeconds": "1"}',
+    b'{"vnetdTimeoutSeconds": 0.' + b'0' * 100 + b'1}', b'{"vnetdTimeoutSeconds": -0}',
 ])
 def test_c_front_door_agrees_on_raw_documents(front_doors, plugin, raw):
     assert c_socket(front_doors[plugin], raw) == py_socket(plugin, raw)

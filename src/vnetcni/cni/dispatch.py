@@ -147,6 +147,11 @@ def run(plugin: Plugin, env: Mapping[str, str], stdin: bytes) -> tuple[bytes, in
         return _internal_error(exc, stdin)
 
 
+def error_answer(err: CNIError, stdin: bytes = b"") -> tuple[bytes, int]:
+    """(stdout, exit code) for an error, in the configuration's cniVersion when we speak it."""
+    return _encode(err.to_dict(_error_version(stdin))), 1
+
+
 def _internal_error(exc: Exception, stdin: bytes) -> tuple[bytes, int]:
     """Code 999 for an unexpected exception; its traceback goes to stderr for the operator."""
     import traceback

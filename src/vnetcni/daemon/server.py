@@ -8,6 +8,7 @@ in the background (see refresher.py), so no ADD waits on the metadata service.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -17,13 +18,18 @@ import time
 from typing import Callable
 
 from ..cni import dispatch
+from ..cni.errors import DECODE_FAILURE, TRY_AGAIN_LATER, CNIError
 from ..cni.invocation import MAX_STDIN_BYTES
+from ..dataplane import netns as nsutil
 from ..node.layout import NodeLayout
 from . import protocol
+from .pending import PendingDeletes
 
 log = logging.getLogger("vnetd")
 _READ_LIMIT = MAX_STDIN_BYTES + 64 * 1024  # the configuration plus the CNI_* header
 WORKERS = 32  # persistent threads: each keeps its own warm netlink sockets
+READ_SECONDS = 10.0  # a front door sends its whole request at once: a slower one is dropped
+MAX_FDS = 4  # descriptors read with a request (one is expected: the pod's netns)
 
 
 class DaemonRunning(RuntimeError):
@@ -78,10 +84,16 @@ class Server:
         self._cond = threading.Condition()
         self._workers = [threading.Thread(target=self._work, name=f"vnetd-worker-{i}", daemon=True)
                          for i in range(WORKERS)]
+        self.pending = PendingDeletes(self.layout, self._replay)
 
     def start(self) -> None:
         self.layout.ensure()
+        # DELs recorded by no-fallback front doors while no vnetd answered: done before serving.
+        done = self.pending.carry_out_all()
+        if done:
+            log.info("carried out %d DEL(s) recorded while vnetd was not answering", done)
         self._sock = bind_socket(self.socket_path)
+        self.pending.run_periodically(self._stopping)
         self._sock.settimeout(0.5)  # workers look at the stop flag twice a second
         for w in self._workers:
             w.start()
@@ -118,27 +130,37 @@ class Server:
                 self._cond.wait(0.1)
 
     def _serve(self, conn: socket.socket) -> None:
+        fds: list[int] = []
         try:
             with conn:
-                conn.settimeout(60)
+                received = time.monotonic()
+                conn.settimeout(READ_SECONDS)
                 if not _peer_is_root(conn):
                     return  # the socket is 0600 already; belt and braces
-                data = self._read(conn)
+                data = self._read(conn, fds)
+                if data is None:
+                    conn.sendall(protocol.encode_response(1, self._too_large()))
+                    return
                 if not data:
-                    return  # oversized, or a liveness probe that connected and said nothing
-                conn.sendall(self._answer(data))
+                    return  # a liveness probe that connected and said nothing
+                conn.sendall(self._answer(data, fds, received))
         except OSError as exc:
             log.warning("client connection failed: %s", exc)
         finally:
+            for fd in fds:
+                os.close(fd)
             with self._cond:
                 self._inflight -= 1
                 self._cond.notify_all()
 
     @staticmethod
-    def _read(conn: socket.socket) -> bytes | None:
+    def _read(conn: socket.socket, fds: list[int]) -> bytes | None:
+        """The whole request (None: over the size limit), with any descriptors that came along
+        appended to fds (the caller closes them)."""
         chunks, size = [], 0
         while True:
-            chunk = conn.recv(65536)
+            chunk, got, flags, _ = socket.recv_fds(conn, 65536, MAX_FDS, socket.MSG_CMSG_CLOEXEC)
+            fds.extend(got)
             if not chunk:
                 return b"".join(chunks)
             size += len(chunk)
@@ -146,22 +168,56 @@ class Server:
                 return None
             chunks.append(chunk)
 
-    def _answer(self, data: bytes) -> bytes:
+    @staticmethod
+    def _too_large() -> bytes:
+        """An explicit answer, not a silent close a front door would read as "try again"."""
+        err = CNIError(DECODE_FAILURE, f"request to vnetd too large (more than {_READ_LIMIT} bytes of "
+                                       "network configuration and CNI_* variables)")
+        return dispatch.error_answer(err)[0]
+
+    def _answer(self, data: bytes, fds: list[int] | None = None, received: float | None = None) -> bytes:
         started = time.perf_counter()
         try:
-            plugin_name, netns, env, stdin = protocol.decode_request(data)
+            req = protocol.decode_request(data, received)
         except protocol.ProtocolError as exc:
             log.warning("bad request: %s", exc)
             return self._fallback("bad request")
-        if netns != self._netns:
+        if req.netns != self._netns:
             return self._fallback("other network namespace")  # the caller works in-process
-        plugin = self._handlers(plugin_name)
+        if req.version == 1 and req.env.get("CNI_NETNS"):
+            return self._fallback("old front door")  # it cannot pass the netns: in-process
+        plugin = self._handlers(req.plugin)
         if plugin is None:
             return self._fallback("unknown plugin")
-        out, code = dispatch.run(plugin, env, stdin)
+        fd = fds[0] if req.wants_fd and fds else None
+        error = 0 if fd is not None else (req.netns_errno or errno.EBADF)
+        network = _network_name(req.stdin)
+        why = self.pending.before(req, network) if req.env.get("CNI_COMMAND") != "VERSION" else ""
+        if why:
+            out, code = self._error(req, CNIError(TRY_AGAIN_LATER, why, "retry the operation"))
+        else:
+            with nsutil.callers_netns(req.env.get("CNI_NETNS", ""), fd, error):
+                out, code = self.run(plugin, req)
         if self._on_request is not None:
-            self._on_request(self._record(plugin_name, env, out, code, time.perf_counter() - started))
+            self._on_request(self._record(req.plugin, req.env, out, code, time.perf_counter() - started))
         return protocol.encode_response(code, out)
+
+    def run(self, plugin, req: protocol.Request) -> tuple[bytes, int]:
+        """One request's verb through the warm handler: (stdout, exit code). req.deadline says
+        until when the caller waits."""
+        return dispatch.run(plugin, req.env, req.stdin)
+
+    def _replay(self, req: protocol.Request) -> tuple[bytes, int]:
+        """A pending DEL (no caller, no descriptor: the namespace is not needed to delete)."""
+        plugin = self._handlers(req.plugin)
+        if plugin is None:
+            return self._error(req, CNIError(DECODE_FAILURE, f"unknown plugin {req.plugin!r}"))
+        with nsutil.callers_netns(req.env.get("CNI_NETNS", ""), None, errno.ENOENT):
+            return self.run(plugin, req)
+
+    @staticmethod
+    def _error(req: protocol.Request, err: CNIError) -> tuple[bytes, int]:
+        return dispatch.error_answer(err, req.stdin)
 
     def _fallback(self, reason: str) -> bytes:
         if self.on_fallback is not None:
@@ -180,3 +236,11 @@ class Server:
             except ValueError:
                 pass
         return rec
+
+
+def _network_name(stdin: bytes) -> object:
+    try:
+        conf = json.loads(stdin)
+    except (ValueError, RecursionError):
+        return None
+    return conf.get("name") if isinstance(conf, dict) else None

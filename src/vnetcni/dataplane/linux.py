@@ -213,7 +213,7 @@ class LinuxDataplane:
                 raise CNIError(DATAPLANE_FAILURE, f"bridge {spec.bridge} vanished")
         host_mac, pod_mac = _local_mac(), _local_mac()
         try:
-            fd = os.open(spec.netns, os.O_RDONLY | os.O_CLOEXEC)
+            fd = nsutil.open_netns(spec.netns)
         except OSError as exc:
             raise CNIError(DATAPLANE_FAILURE, f"cannot open netns {spec.netns}: {exc.strerror}") from None
         try:

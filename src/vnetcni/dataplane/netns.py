@@ -1,7 +1,14 @@
-"""Entering network namespaces by path, per thread, with setns(2).
+"""Entering network namespaces, per thread, with setns(2).
 
 setns(CLONE_NEWNET) moves only the calling thread, so a daemon can serve several pods at once.
 A netlink socket stays in the namespace it was opened in: open it inside, step back out, use it.
+
+A pod's namespace is reached through open_netns(path). In-process that opens the path. A vnetd
+worker serving a front door runs inside callers_netns(): the front door, in the runtime's mount
+namespace, opened CNI_NETNS and passed the descriptor over the socket (SCM_RIGHTS), and the
+path then resolves to that descriptor. vnetd never opens a caller's namespace by path: its mount
+namespace (a container) need not see the runtime's /var/run/netns. Both ways check that the
+descriptor is a network namespace.
 """
 
 from __future__ import annotations
@@ -10,6 +17,7 @@ import contextlib
 import ctypes
 import errno
 import os
+import threading
 from typing import Iterator
 
 CLONE_NEWNET = 0x40000000
@@ -40,6 +48,43 @@ def is_netns(path: str) -> bool:
         os.close(fd)
 
 
+_caller = threading.local()
+
+
+@contextlib.contextmanager
+def callers_netns(path: str, fd: int | None = None, error: int = 0) -> Iterator[None]:
+    """This thread serves a caller whose CNI_NETNS is `path`: open_netns(path) gives a copy of
+    `fd` (the descriptor the caller passed) or raises `error` (the errno the caller got opening
+    it); any other path is refused. The caller keeps ownership of fd."""
+    _caller.ns = (path, fd, error)
+    try:
+        yield
+    finally:
+        _caller.ns = None
+
+
+def open_netns(path: str) -> int:
+    """A new close-on-exec descriptor of the network namespace at `path` (see the module's
+    docstring for vnetd). OSError when it cannot be opened or is no network namespace."""
+    import fcntl
+
+    served = getattr(_caller, "ns", None)
+    if served is None:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    else:
+        cpath, cfd, error = served
+        if path != cpath or not path:
+            raise OSError(errno.ENOENT, "not the network namespace the caller passed")
+        if cfd is None:
+            error = error or errno.ENOENT
+            raise OSError(error, os.strerror(error))
+        fd = fcntl.fcntl(cfd, fcntl.F_DUPFD_CLOEXEC, 0)
+    if not _is_nsfs(fd):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a network namespace")
+    return fd
+
+
 def _is_nsfs(fd: int) -> bool:
     # ioctl(NS_GET_NSTYPE) answers only on a namespace file, and says which kind it is.
     import fcntl
@@ -55,7 +100,7 @@ def _is_nsfs(fd: int) -> bool:
 def entered(path: str) -> Iterator[None]:
     """Run the body with this thread inside the network namespace at `path`."""
     with open("/proc/thread-self/ns/net", "rb") as home:
-        target = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        target = open_netns(path)
         try:
             setns(target)
         finally:
@@ -84,10 +129,8 @@ def netns_missing(path: str) -> bool:
     if not path:
         return True
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = open_netns(path)
     except OSError as exc:
         return exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.EINVAL)
-    try:
-        return not _is_nsfs(fd)
-    finally:
-        os.close(fd)
+    os.close(fd)
+    return False

@@ -4,6 +4,7 @@
     layout = NodeLayout.from_conflist(conflist)        # an installed conflist (a dict)
     layout = NodeLayout("/var/run/vnet")               # an explicit --state-dir
     layout.socket, layout.ipam_file, layout.endpoints_file, layout.lock_dir, layout.pending_deletes
+    layout.vnetd_timeout                               # seconds a front door waits on vnetd
 
 Everything lives under one state directory (default DEFAULT_STATE_DIR):
 
@@ -21,6 +22,10 @@ default. For `vnet` its own section is the top level and the other is `ipam`; fo
 own is `ipam` and the other the top level. A `stateDir` of JSON null counts as absent; any other
 value must be an absolute path (normalised like os.path.normpath), else LayoutError.
 
+`vnetdTimeoutSeconds` (same rule, default DEFAULT_VNETD_TIMEOUT) is how long a front door waits on
+vnetd, connecting and answering included, before it answers CNI error 11 naming vnetd and its
+socket: a number in (0, MAX_VNETD_TIMEOUT], kept well under the runtime's own CNI timeout.
+
 Building a layout reads nothing and creates nothing; `ensure()` creates the directories.
 """
 
@@ -36,6 +41,8 @@ IPAM_FILE = "ipam.json"
 ENDPOINTS_FILE = "endpoints.json"
 LOCK_DIR = "locks"
 PENDING_DELETES_DIR = "pending-deletes"
+DEFAULT_VNETD_TIMEOUT = 5.0
+MAX_VNETD_TIMEOUT = 60.0
 MAX_STATE_DIR = 4000  # bytes (the C front door's buffer); the socket path must also fit sun_path (108)
 
 
@@ -46,8 +53,13 @@ class LayoutError(ValueError):
 @dataclass(frozen=True)
 class NodeLayout:
     state_dir: str = DEFAULT_STATE_DIR
+    vnetd_timeout: float = DEFAULT_VNETD_TIMEOUT
 
     def __post_init__(self) -> None:
+        t = self.vnetd_timeout
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 < t <= MAX_VNETD_TIMEOUT:
+            raise LayoutError(f"vnetdTimeoutSeconds must be a number of seconds in (0, {MAX_VNETD_TIMEOUT:g}], "
+                              f"got {t!r}")
         if not isinstance(self.state_dir, str) or not os.path.isabs(self.state_dir):
             raise LayoutError(f"stateDir must be an absolute path, got {self.state_dir!r}")
         try:
@@ -66,17 +78,23 @@ class NodeLayout:
             raise LayoutError("the network configuration must be a JSON object")
         ipam = netconf.get("ipam")
         ipam = ipam if isinstance(ipam, dict) else {}
-        sections = [("ipam.stateDir", ipam), ("stateDir", netconf)]
+        sections = [("ipam.", ipam), ("", netconf)]
         if plugin != "vnet-ipam":
             sections.reverse()
-        for where, section in sections:
-            value = section.get("stateDir")
-            if value is None:
-                continue
-            if not isinstance(value, str) or not os.path.isabs(value):
-                raise LayoutError(f"{where} must be an absolute path, got {value!r}")
-            return cls(value)
-        return cls()
+
+        def find(key: str):
+            for where, section in sections:
+                value = section.get(key)
+                if value is not None:
+                    return where + key, value
+            return key, None
+
+        where, state_dir = find("stateDir")
+        if state_dir is not None and (not isinstance(state_dir, str) or not os.path.isabs(state_dir)):
+            raise LayoutError(f"{where} must be an absolute path, got {state_dir!r}")
+        _, timeout = find("vnetdTimeoutSeconds")
+        return cls(state_dir if state_dir is not None else DEFAULT_STATE_DIR,
+                   timeout if timeout is not None else DEFAULT_VNETD_TIMEOUT)
 
     @classmethod
     def from_conflist(cls, conflist: dict) -> "NodeLayout":

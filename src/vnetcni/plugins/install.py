@@ -4,6 +4,10 @@ Each plugin gets a Python entry (`<dir>/.vnet-cni/<name>`: this interpreter by a
 -I -S and explicit import paths, so it works whatever the caller's PATH or virtualenv), and, when a
 C compiler is present, a compiled front door at `<dir>/<name>` that talks to vnetd and execs the
 Python entry when no vnetd runs. Without a compiler the Python entry itself is `<dir>/<name>`.
+
+With `fallback=False` (`vnetctl install --no-fallback`, what an image's install-cni uses) only the
+compiled front doors are installed, statically linked when the C library allows: nothing on the
+host refers to Python, and every call needs vnetd (see front_door.c for what happens without it).
 """
 
 from __future__ import annotations
@@ -58,27 +62,54 @@ def _write_executable(path: Path, data: bytes) -> None:
     os.replace(tmp, path)  # atomic: a runtime never executes a half-written plugin
 
 
-def compile_front_door(name: str, fallback: str, out: Path, cc: str, extra_flags: tuple[str, ...] = ()) -> None:
-    """Compile the C front door for `name` (scripts/build-image.sh passes -static for the image)."""
+def front_door_defines(name: str, fallback: str | None) -> list[str]:
+    """The C front door's compile-time constants, from the Python side's own (one source)."""
+    from ..cni.invocation import MAX_STDIN_BYTES
+    from ..cni.versions import SUPPORTED_VERSIONS
+    from ..daemon.protocol import timeout_ms
+    from ..node.layout import DEFAULT_STATE_DIR, DEFAULT_VNETD_TIMEOUT, MAX_VNETD_TIMEOUT, SOCKET_NAME
+
+    defines = [f'-DPLUGIN="{name}"', f'-DDEFAULT_STATE_DIR="{DEFAULT_STATE_DIR}"', f'-DSOCKET_NAME="{SOCKET_NAME}"',
+               f"-DDEFAULT_TIMEOUT_MS={timeout_ms(DEFAULT_VNETD_TIMEOUT)}",
+               f"-DMAX_TIMEOUT_MS={timeout_ms(MAX_VNETD_TIMEOUT)}",
+               f'-DCNI_VERSIONS="{" ".join(SUPPORTED_VERSIONS)}"', f"-DMAX_STDIN={MAX_STDIN_BYTES}"]
+    if fallback is not None:
+        defines.append(f'-DFALLBACK="{fallback}"')
+    return defines
+
+
+def compile_front_door(name: str, fallback: str | None, out: Path, cc: str, extra_flags: tuple[str, ...] = ()) -> None:
+    """Compile front_door.c for plugin `name` into out (atomically). fallback: the Python entry
+    to exec when vnetd does not serve, or None for a no-fallback build (scripts/build-image.sh
+    passes -static for the image)."""
     source = Path(__file__).with_name("front_door.c")
     tmp = out.with_name(out.name + ".tmp")
-    from ..node.layout import DEFAULT_STATE_DIR, SOCKET_NAME
-
-    cmd = [cc, "-O2", "-Wall", *extra_flags, "-o", str(tmp), f'-DPLUGIN="{name}"', f'-DFALLBACK="{fallback}"',
-           f'-DDEFAULT_STATE_DIR="{DEFAULT_STATE_DIR}"', f'-DSOCKET_NAME="{SOCKET_NAME}"', str(source)]
+    cmd = [cc, "-O2", "-Wall", *extra_flags, "-o", str(tmp), *front_door_defines(name, fallback), str(source)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0 and "-static" in extra_flags:  # no static C library: a dynamic plain-libc one
+        proc = subprocess.run([f for f in cmd if f != "-static"], capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"compiling the front door failed: {proc.stderr.strip()}")
     os.replace(tmp, out)
 
 
 def install(bin_dir: str, conf_dir: str = "", compile_front: bool = True, conflist: dict | None = None,
-            conflist_name: str = "10-vnet.conflist") -> Installed:
+            conflist_name: str = "10-vnet.conflist", fallback: bool = True) -> Installed:
     bdir = Path(bin_dir)
+    cc = (shutil.which("cc") or shutil.which("gcc")) if compile_front or not fallback else None
+    if not fallback:
+        if not cc:
+            raise RuntimeError("--no-fallback needs a C compiler (cc) to build the front doors")
+        bdir.mkdir(parents=True, exist_ok=True)
+        result = Installed(bin_dir=str(bdir), compiled=True)
+        for name in PLUGINS:
+            compile_front_door(name, None, bdir / name, cc, ("-static", "-s"))
+            result.executables.append(str(bdir / name))
+        _install_conflist(result, bin_dir, conf_dir, conflist, conflist_name)
+        return result
     fdir = bdir / FALLBACK_DIR
     fdir.mkdir(parents=True, exist_ok=True)
     result = Installed(bin_dir=str(bdir))
-    cc = (shutil.which("cc") or shutil.which("gcc")) if compile_front else None
     if compile_front and not cc:
         result.notes.append("no C compiler found: installed the Python entries as the front doors")
     paths = _import_paths()
@@ -92,6 +123,12 @@ def install(bin_dir: str, conf_dir: str = "", compile_front: bool = True, confli
         else:
             _write_executable(target, entry.read_bytes())
         result.executables.append(str(target))
+    _install_conflist(result, bin_dir, conf_dir, conflist, conflist_name)
+    return result
+
+
+def _install_conflist(result: Installed, bin_dir: str, conf_dir: str, conflist: dict | None,
+                      conflist_name: str) -> None:
     if conf_dir:
         cdir = Path(conf_dir)
         cdir.mkdir(parents=True, exist_ok=True)
@@ -103,7 +140,6 @@ def install(bin_dir: str, conf_dir: str = "", compile_front: bool = True, confli
         result.conflist = str(path)
         if not any(os.path.exists(os.path.join(d, "portmap")) for d in (*REFERENCE_PLUGIN_DIRS, bin_dir)):
             result.notes.append("the conflist chains the reference `portmap` plugin, which is not installed")
-    return result
 
 
 def default_conflist(name: str = "vnet", bridge: str = "azure0", state_dir: str = "/var/run/vnet",
