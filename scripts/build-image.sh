@@ -150,7 +150,7 @@ import sys
 from pathlib import Path
 from vnetcni.plugins.install import compile_front_door
 name, out = sys.argv[1], Path(sys.argv[2])
-compile_front_door(name, f"/opt/cni/bin/.vnet-cni/{name}", out, "gcc", ("-static", "-s"))
+compile_front_door(name, None, out, "gcc", ("-static", "-s"))  # None: the no-fallback build
 ' "$plugin" "$ctx/cni-bin/$plugin" || die "compiling the $plugin front door failed"
 done
 

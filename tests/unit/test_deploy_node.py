@@ -157,8 +157,8 @@ def test_probe_asks_a_real_version_request(tmp_path):
     fake = FakeVnetd(tmp_path / "vnetd.sock")
     try:
         assert ask_version(str(fake.path)) == ["0.4.0", "1.0.0"]
-        plugin, ns, env, stdin = protocol.decode_request(fake.requests[0])
-        assert plugin == "vnet" and env == {"CNI_COMMAND": "VERSION"} and ns == protocol.netns_id()
+        req = protocol.decode_request(fake.requests[0])
+        assert req.plugin == "vnet" and req.env == {"CNI_COMMAND": "VERSION"} and req.netns == protocol.netns_id()
         res = runner.invoke(app, ["probe", "--state-dir", str(tmp_path)])
         assert res.exit_code == 0 and "vnetd answers" in res.output
         res = runner.invoke(app, ["probe", "--state-dir", str(tmp_path), "--conflist", str(tmp_path / "10-vnet.conflist")])

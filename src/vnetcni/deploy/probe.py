@@ -22,7 +22,8 @@ class ProbeError(RuntimeError):
 def ask_version(socket_path: str, timeout: float = 2.0) -> list[str]:
     """The CNI versions vnetd reports, or ProbeError saying what failed within `timeout` seconds."""
     deadline = time.monotonic() + timeout
-    request = protocol.encode_request("vnet", {"CNI_COMMAND": "VERSION"}, b'{"cniVersion": "1.0.0"}')
+    request = protocol.encode_request("vnet", {"CNI_COMMAND": "VERSION"}, b'{"cniVersion": "1.0.0"}',
+                                      timeout=timeout)
     if not os.path.exists(socket_path):
         raise ProbeError(f"no vnetd socket at {socket_path}")
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
