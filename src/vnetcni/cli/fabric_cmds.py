@@ -19,6 +19,9 @@ FABRIC_OPTION = typer.Option(naming.DEFAULT_FABRIC, "--fabric", help="The fabric
 
 
 def register(app: typer.Typer) -> None:
+    from . import service_cmds
+
+    service_cmds.register(fabric_app)
     app.add_typer(fabric_app, name="fabric")
     app.add_typer(pod_app, name="pod")
     app.command("demo")(demo)

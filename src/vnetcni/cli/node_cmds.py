@@ -147,3 +147,24 @@ def status(
         raise typer.Exit(1)
     typer.echo(f"endpoints:  {len(records)} recorded, {len(stale)} stale (run `vnetctl gc`)" if stale
                else f"endpoints:  {len(records)} recorded")
+    _print_prerequisites(records, state_dir)
+
+
+def _print_prerequisites(records: dict, state_dir: str) -> None:
+    """What kube-proxy needs from this node (as vnet's STATUS judges it), with the fix for each
+    check that fails; read in the namespace vnetctl runs in (the node's)."""
+    from ..dataplane import prereqs
+    from ..dataplane.linux import LinuxDataplane
+    from ..node.layout import NodeLayout
+
+    bridges = sorted({r.get("bridge") for r in records.values() if r.get("bridge")})
+    bridged = not records or any(r.get("mode", "bridge") == "bridge" for r in records.values())
+    dp = LinuxDataplane(lock_dir=NodeLayout(state_dir).lock_dir)  # reads only: no lock is taken
+    try:
+        findings = prereqs.evaluate(dp.node_facts(bridges[0] if bridges else "azure0"), bridged=bridged)
+    finally:
+        dp.close()
+    ready = all(f.ok for f in findings)
+    typer.echo("services:   " + ("node ready for kube-proxy" if ready else "NOT READY: STATUS answers code 50"))
+    for f in findings:
+        typer.echo(f"  {'ok  ' if f.ok else 'FAIL'} {f.name}: {f.found}" + (f"\n       fix: {f.fix}" if f.fix else ""))

@@ -108,6 +108,7 @@ def up(opts: FabricOptions, progress: Progress = _quiet) -> FabricRecord:
 def _build(record: FabricRecord, plan: AddressPlan, opts: FabricOptions, progress: Progress) -> None:
     os.makedirs(record.directory, mode=0o755, exist_ok=True)
     bin_dir = os.path.join(record.directory, "bin")
+    kernel.require_br_netfilter()
     progress("installing the CNI binaries")
     services.install_cni_binaries(bin_dir)
 
@@ -180,6 +181,7 @@ def _build_node(record: FabricRecord, node: NodeRecord, prefixlen: int, opts: Fa
     kernel.ip(node.netns, "link", "set", node.eth0, "address", node.mac, "up")
     kernel.ip(node.netns, "addr", "add", f"{node.primary}/{prefixlen}", "dev", node.eth0)
     kernel.ip(node.netns, "route", "add", "default", "via", record.gateway, "dev", node.eth0)
+    kernel.configure_as_kubernetes_node(node.netns)
     if record.mode == sdn.MODE_TRANSPARENT:
         sdn.configure_node(node)
     node.metadataPid = services.start_metadata(node.netns, naming.METADATA_PORT, node.metadataFile,

@@ -86,3 +86,24 @@ def addresses(netns: str, ifname: str) -> list[str]:
         for a in link.get("addr_info", []):
             out.append(f"{a['local']}/{a['prefixlen']}")
     return out
+
+
+# What every Kubernetes node has ("container runtime prerequisites"), inside a node's namespace:
+# kube-proxy's rules must see bridged traffic and the node must route what they DNAT.
+K8S_NODE_SYSCTLS = ("net.ipv4.ip_forward=1", "net.bridge.bridge-nf-call-iptables=1")
+
+
+def require_br_netfilter() -> None:
+    """br_netfilter present (loading a module is machine-wide but changes no namespace's settings
+    by itself: every namespace's bridge-nf-call-* starts at its own default)."""
+    if os.path.isdir("/proc/sys/net/bridge"):
+        return
+    run(["modprobe", "br_netfilter"], check=False)
+    if not os.path.isdir("/proc/sys/net/bridge"):
+        raise SimError("the br_netfilter kernel module is not available (`modprobe br_netfilter` failed): "
+                       "simulated nodes cannot run kube-proxy's rules over the bridge")
+
+
+def configure_as_kubernetes_node(netns: str) -> None:
+    """The node prerequisites, set in this node's namespace only (never the machine's)."""
+    exec_in(netns, ["sysctl", "-q", "-w", *K8S_NODE_SYSCTLS])

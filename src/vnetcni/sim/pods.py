@@ -141,6 +141,9 @@ def delete_pod(fabric: FabricRecord, node_name: str, name: str, namespace: str =
     _teardown(runtime or runtime_for(fabric.node(record.node)), record)
     with _store(fabric).transaction() as doc:
         doc["pods"].pop(record.key, None)
+    from . import kubeproxy  # imports this module
+
+    kubeproxy.endpoint_gone(fabric, record.key)
     return record
 
 

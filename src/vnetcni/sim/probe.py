@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import secrets
 import socket
+import threading
 from dataclasses import dataclass
 
 from ..dataplane import netns as nsutil
@@ -80,3 +81,76 @@ def ping(src_netns: str, dst_ip: str, timeout_s: int = 2) -> Probe:
         return Probe(True, "icmp echo")
     last = (proc.stdout.strip().splitlines() or [proc.stderr.strip() or f"exit {proc.returncode}"])[-1]
     return Probe(False, last)
+
+
+class Responder:
+    """A backend inside a pod's namespace: every TCP connection on `port` gets one line,
+    "<name> <the peer's address>", and is closed; so a caller learns which backend answered and
+    the backend which source address it saw (what a Service did to the packet)."""
+
+    def __init__(self, netns: str, name: str, port: int) -> None:
+        self.name = name
+        self._sock = _socket_in(netns)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind(("0.0.0.0", port))
+        self._sock.listen(64)
+        self._sock.settimeout(0.2)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name=f"responder-{name}", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, peer = self._sock.accept()
+            except (socket.timeout, OSError):
+                continue
+            with conn:
+                try:
+                    conn.settimeout(2.0)
+                    conn.sendall(f"{self.name} {peer[0]}\n".encode())
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._sock.close()
+
+    def __enter__(self) -> "Responder":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+@dataclass(frozen=True)
+class Answer:
+    ok: bool
+    backend: str = ""  # the Responder's name
+    seen_source: str = ""  # the source address the backend saw
+    detail: str = ""
+
+
+def call(src_netns: str, ip: str, port: int, timeout: float = 3.0) -> Answer:
+    """A TCP connection from inside src_netns to ip:port, answered by a Responder."""
+    try:
+        client = _socket_in(src_netns)
+    except OSError as exc:
+        return Answer(False, detail=f"cannot enter {src_netns}: {exc.strerror or exc}")
+    with client:
+        client.settimeout(timeout)
+        try:
+            client.connect((ip, port))
+            data = b""
+            while not data.endswith(b"\n"):
+                chunk = client.recv(256)
+                if not chunk:
+                    break
+                data += chunk
+        except OSError as exc:
+            return Answer(False, detail=exc.strerror or str(exc) or type(exc).__name__)
+    parts = data.decode(errors="replace").split()
+    if len(parts) != 2:
+        return Answer(False, detail=f"unexpected answer {data[:80]!r}")
+    return Answer(True, backend=parts[0], seen_source=parts[1], detail=f"{parts[0]} saw {parts[1]}")
