@@ -4,7 +4,7 @@ they saw. Same node, across nodes, hairpin, NodePort through every node (also no
 host the endpoint), endpoints spread by `statistic`, ClientIP affinity through `recent`, the
 client's address preserved for ClusterIP traffic; the node prerequisites STATUS reports.
 
-Parametrized over the dataplane mode; transparent mode joins once the simulator can run it."""
+In both dataplane modes: bridge (kube-proxy behind br_netfilter) and transparent (routed)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from support.cni import metadata_xml, ns_exec, run_plugin
 from vnetcni.cni.errors import CNIError
 from vnetcni.sim import fabric, kernel, kubeproxy, pods, probe
 
-MODES = ["bridge"]
+MODES = ["bridge", "transparent"]
 PORT, TARGET = 80, 8080
 # Objects carry this session's pid (vnt<pid>...): a concurrent test session never sweeps them.
 PREFIX = resources.OWNER[:10]
