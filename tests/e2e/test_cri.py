@@ -188,3 +188,220 @@ def test_vnet_through_vnetd_on_the_node(node, report, tmp_path):
         vnetd.stop()
         node.forget_vnet("vntcri0")
     node.wait_network_ready(False)
+
+
+# --- the DaemonSet from deploy/, run by the kubelet stand-in ---------------------------------
+
+# The agent runs in its own mount namespace and cannot open a sandbox's netns by path: until the
+# front door passes the namespace as a descriptor (SCM_RIGHTS, issue 10), every pod ADD through
+# the DaemonSet fails with "cannot open netns". Expected to fail until then, strictly: the marker
+# goes away by itself once front_door.c passes descriptors.
+FRONT_DOOR = Path(__file__).resolve().parents[2] / "src/vnetcni/plugins/front_door.c"
+needs_netns_passing = pytest.mark.xfail(
+    "SCM_RIGHTS" not in FRONT_DOOR.read_text(), strict=True,
+    reason="the front door does not pass the pod's netns to vnetd yet (SCM_RIGHTS, issue 10)")
+
+@pytest.fixture(scope="module")
+def agent_images(node):
+    """The image built from this checkout (scripts/build-image.sh, cached) imported into the node's
+    containerd, and a second tag of it for the upgrade."""
+    for tool in ("mmdebstrap", "podman"):
+        require_tool(tool)
+    from support.daemonset import DaemonSet
+    from support.image import vnet_image
+
+    built = vnet_image()
+    start = time.monotonic()
+    node.containerd.import_image(Path(built.archive))
+    imported = time.monotonic() - start
+    first = DaemonSet(node.kubelet).images()
+    assert first == {built.tag}, (first, built.tag)
+    second = built.tag.rsplit(":", 1)[0] + ":upgrade"
+    node.containerd.ctr("images", "tag", "--force", built.tag, second)
+    return built, second, imported
+
+
+def agent_log(node, pod) -> list[dict]:
+    """vnetd's request log: JSON lines on the agent container's stderr, in the CRI log format."""
+    out = []
+    for attempt in range(pod.attempts.get("vnetd", 0) + 1):
+        path = Path(pod.config.log_directory) / f"vnetd/{attempt}.log"
+        if not path.exists():
+            continue
+        for line in path.read_text(errors="replace").splitlines():
+            parts = line.split(" ", 3)  # <time> <stream> <tag> <message>
+            if len(parts) == 4 and parts[3].startswith("{"):
+                try:
+                    out.append(json.loads(parts[3]))
+                except ValueError:
+                    pass
+    return out
+
+
+def served_ok(node, pod, sandbox_id) -> bool:
+    return any(r.get("verb") == "ADD" and r.get("container") == sandbox_id and r.get("result") == "ok"
+               for r in agent_log(node, pod))
+
+
+@pytest.fixture(scope="module")
+def agent(node, agent_images):
+    """The DaemonSet from deploy/ started on the node (once per module), with the node's settings
+    in its ConfigMap: no metadata service here, so the pool comes from a file in the ConfigMap; a
+    bridge of the test's own; no uplink (the node namespace has none to give). Yields the
+    DaemonSet and what its start measured."""
+    from support.cni import metadata_xml
+    from support.daemonset import DaemonSet, conflist_of
+
+    built, second_tag, imported_s = agent_images
+    ds = DaemonSet(node.kubelet)
+    cm = ds.config_map(next(v["configMap"]["name"] for v in ds.template["spec"]["volumes"] if "configMap" in v))
+    conflist = conflist_of(cm)
+    vnet = conflist["plugins"][0]
+    vnet.update(bridge="vntds0")
+    vnet.pop("uplink", None)
+    vnet["ipam"].pop("metadataUrl", None)
+    vnet["ipam"].update(metadataFile="/etc/vnet-cni/interfaces.xml", reuseCooldownSeconds=0)
+    cm["data"]["10-vnet.conflist"] = json.dumps(conflist)
+    cm["data"]["interfaces.xml"] = metadata_xml("000D3A51C490", "10.240.0.35", POOL)
+
+    assert not node.cri.network_ready()
+    seen: list[tuple[float, bool]] = []
+    done = threading.Event()
+
+    def watch():  # what kubelet's runtime status sync sees, every 50 ms
+        while not done.is_set():
+            seen.append((time.monotonic(), node.cri.network_ready()))
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    t0 = time.monotonic()
+    watcher.start()
+    try:
+        ds.start()
+        pod_ready = time.monotonic() - t0
+        node.wait_network_ready(True)
+        done.set()
+        watcher.join(5)
+        start = {"pod_ready_s": pod_ready, "network_ready_s": next(t for t, ok in seen if ok) - t0,
+                 "not_ready_first": not seen[0][1], "image": built, "second_tag": second_tag,
+                 "import_s": imported_s}
+        yield ds, start
+    finally:
+        done.set()
+        ds.delete()
+        node.kubelet.delete_all()
+        node.clear_conflists()
+        node.forget_vnet("vntds0")
+
+
+def test_daemonset_turns_the_node_network_ready(node, agent, report):
+    """install-cni then vnetd, as kubelet runs the template: NetworkReady is false until the agent
+    serves, then true; the agent runs unprivileged with no /var/run/netns mount."""
+    ds, start = agent
+    built = start["image"]
+    assert start["not_ready_first"]  # NetworkReady=false before the agent serves
+    report(f"DaemonSet start -> NetworkReady {start['network_ready_s']:.2f} s, -> pod ready (probes) "
+           f"{start['pod_ready_s']:.2f} s (image {built.tag}, archive {built.archive_bytes / 1e6:.1f} MB, "
+           f"ctr import {start['import_s']:.1f} s)")
+    assert {"vnet", "vnet-ipam"} <= set(os.listdir(node.cni_bin))  # the init container's work
+    assert not (node.cni_bin / ".vnet-cni").exists()  # no fallback on the host
+    assert [p.name for p in node.cni_conf.iterdir()] == ["10-vnet.conflist"]  # written by the agent
+    status = node.cri.container_status(ds.pod.containers["vnetd"])
+    mounts = {m.container_path.rstrip("/") for m in status.mounts}
+    assert not mounts & {"/var/run/netns", "/run/netns", "/var/run", "/run"}, mounts
+    assert not any(c.get("securityContext", {}).get("privileged") for c in ds.template["spec"]["containers"])
+    assert node.kubelet.probe(ds.pod, "vnetd", "livenessProbe")
+
+
+@needs_netns_passing
+def test_pods_get_pool_addresses_from_the_agent(node, agent, report):
+    """Pods created after the agent started (it has no /var/run/netns: the front door passes the
+    namespace) get pool addresses served by the agent itself, reach each other and the gateway,
+    and leave nothing after Stop + Remove."""
+    ds, _ = agent
+    state = node.host / "var/run/vnet"
+    pods = []
+    try:
+        for i in range(3):
+            pods.append(node.busybox_pod(f"app-{i}"))
+        sandbox_ms = []
+        for i in range(6):
+            cfg = node.kubelet.sandbox_config(f"ds-sb-{i}", "default", f"uid-ds-{i}", {})
+            sid, ms = timed(node.cri.run_sandbox, cfg)
+            sandbox_ms.append(ms)
+            assert served_ok(node, ds.pod, sid)
+            node.cri.stop_sandbox(sid)
+            node.cri.remove_sandbox(sid)
+        report(f"vnet via vnetd (DaemonSet container): RunPodSandbox {ms_summary(sandbox_ms)}")
+        ips = [p.ip for p in pods]
+        assert len(set(ips)) == 3 and set(ips) <= set(POOL), ips
+        assert all(served_ok(node, ds.pod, p.sandbox_id) for p in pods)
+        assert node.ping(pods[0], "10.240.0.1") and node.ping(pods[0], ips[1]) and node.ping(pods[2], ips[0])
+    finally:
+        for pod in pods:
+            node.kubelet.delete_pod(pod)
+    eps, allocs = node_state(state)
+    assert eps == {} and allocs == {}, (eps, allocs)
+    assert not [l for l in node.links() if l.startswith("azv")]
+    assert node.sandbox_netns() == []
+
+
+@needs_netns_passing
+def test_agent_killed_and_restarted_with_pods_running(node, agent):
+    """The agent container killed: pods keep connectivity; while it is down a new pod fails fast
+    with the code-11 message naming vnetd and nothing is half made; kubelet restarts it, state
+    survives, the next ADD works."""
+    from support.cri import CRIError
+
+    ds, _ = agent
+    state = node.host / "var/run/vnet"
+    pods = [node.busybox_pod(f"keep-{i}") for i in range(2)]
+    try:
+        ips = [p.ip for p in pods]
+        os.kill(node.kubelet.pid(ds.pod, "vnetd"), 9)
+        node.kubelet.wait_exit(ds.pod.containers["vnetd"], timeout=15)
+        assert node.ping(pods[0], ips[1]) and node.ping(pods[1], "10.240.0.1")
+        assert len(node_state(state)[0]) == 2
+        start = time.monotonic()
+        with pytest.raises(CRIError) as err:
+            node.busybox_pod("while-down", sandbox_timeout=30)
+        down_s = time.monotonic() - start
+        assert down_s < 10, down_s
+        assert "vnetd" in err.value.details and "vnetd.sock" in err.value.details, err.value.details
+        assert "code 11" in err.value.details or "try again" in err.value.details.lower(), err.value.details
+        assert len(node.cri.sandboxes()) == 3  # the two pods and the agent
+        assert len(node_state(state)[1]) == 2
+        node.kubelet.restart_container(ds.pod, "vnetd")
+        node.kubelet.wait_ready(ds.pod, 60)
+        assert len(node_state(state)[0]) == 2
+        pods.append(node.busybox_pod("after-restart"))
+        assert pods[-1].ip in POOL and served_ok(node, ds.pod, pods[-1].sandbox_id)
+        assert node.ping(pods[-1], ips[0])
+    finally:
+        for pod in pods:
+            node.kubelet.delete_pod(pod)
+    assert node_state(state) == ({}, {})
+
+
+@needs_netns_passing
+def test_upgrade_to_a_second_tag_keeps_every_address(node, agent, report):
+    """RollingUpdate to a second image tag with pods running: the old agent goes (grace period),
+    the new one comes; no pod loses its address or connectivity; new pods work."""
+    ds, start = agent
+    state = node.host / "var/run/vnet"
+    pods = [node.busybox_pod(f"up-{i}") for i in range(3)]
+    try:
+        before = {p.sandbox_id: node.cri.sandbox_status(p.sandbox_id).status.network.ip for p in pods}
+        _, gap = ds.rollout(start["second_tag"])
+        report(f"rollout to {start['second_tag']}: {gap:.2f} s from old agent deletion to new agent ready")
+        assert ds.images() == {start["second_tag"]}
+        after = {p.sandbox_id: node.cri.sandbox_status(p.sandbox_id).status.network.ip for p in pods}
+        assert after == before
+        assert sorted(e["ips"][0].split("/")[0] for e in node_state(state)[0].values()) == sorted(before.values())
+        assert node.ping(pods[0], pods[2].ip) and node.ping(pods[1], "10.240.0.1")
+        pods.append(node.busybox_pod("after-upgrade"))
+        assert served_ok(node, ds.pod, pods[-1].sandbox_id)
+    finally:
+        for pod in pods:
+            node.kubelet.delete_pod(pod)
+    assert node_state(state) == ({}, {})
