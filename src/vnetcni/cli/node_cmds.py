@@ -122,11 +122,19 @@ def status(
     from ..plugins.reconcile import stale_records
 
     sock = os.path.join(state_dir, "vnetd.sock")
-    if listening(sock):
+    running = listening(sock)
+    if running:
         daemon = f"running ({sock})"
     else:
         daemon = "stale socket file: not running" if os.path.exists(sock) else "not running (plugins work in-process)"
     typer.echo(f"vnetd:      {daemon}")
+    if running:
+        from ..daemon import stats
+        from ..node.layout import NodeLayout
+
+        counters = stats.read(NodeLayout(state_dir).daemon_stats)
+        if counters is not None:
+            typer.echo(f"deadlines:  {stats.summary(counters)}")
     try:
         from ..ipam.allocator import usage
         from ..ipam.store import IpamStore

@@ -28,11 +28,13 @@ _local = threading.local()
 
 
 class Call:
-    __slots__ = ("deadline", "gone")
+    __slots__ = ("deadline", "gone", "lock_timeout", "rolled_back")
 
     def __init__(self, deadline: float | None, gone: Callable[[], bool] | None) -> None:
         self.deadline = deadline  # time.monotonic() value
         self.gone = gone
+        self.lock_timeout = ""  # the lock whose wait ran out (for vnetd's counters)
+        self.rolled_back = False
 
     def abandoned(self) -> str:
         """Why the caller no longer waits for this call ("" while it does)."""
@@ -75,7 +77,16 @@ def abandoned() -> str:
 
 
 def commit_point(undone: str = "what it did was rolled back") -> None:
-    """Raise Abandoned (code 11) if nobody waits for this call's answer any more."""
-    why = abandoned()
+    """Raise Abandoned (code 11) if nobody waits for this call's answer any more (the caller
+    undoes its work on the way out)."""
+    call = getattr(_local, "call", None)
+    why = "" if call is None else call.abandoned()
     if why:
+        call.rolled_back = True
         raise Abandoned(why, undone)
+
+
+def note_lock_timeout(path: str) -> None:
+    call = getattr(_local, "call", None)
+    if call is not None:
+        call.lock_timeout = path

@@ -3,7 +3,13 @@
 No node-wide lock on the ADD path: each request runs on its own thread with its own netlink
 sockets; the only serialised step is the address pool's read-modify-write (a kernel flock held
 for a few milliseconds, shared with plugins running in-process). The metadata pool is refreshed
-in the background (see refresher.py), so no ADD waits on the metadata service.
+in the background (see refresher.py), so no ADD waits on the metadata service. Calls for one
+attachment take turns (its flock, state/attachments.py).
+
+Every request has a deadline (protocol.Request.deadline): a request whose deadline has passed,
+or whose caller has hung up, is not started; the handlers' lock waits end at it; an ADD done
+after it (or after its caller hung up) is rolled back (cni/deadline.py). Each such call is
+counted (stats.py; `vnetctl status` and the metrics show them).
 """
 
 from __future__ import annotations
@@ -12,22 +18,25 @@ import errno
 import json
 import logging
 import os
+import select
 import socket
 import threading
 import time
 from typing import Callable
 
-from ..cni import dispatch
+from ..cni import deadline, dispatch
 from ..cni.errors import DECODE_FAILURE, TRY_AGAIN_LATER, CNIError
 from ..cni.invocation import MAX_STDIN_BYTES
 from ..dataplane import netns as nsutil
 from ..node.layout import NodeLayout
 from . import protocol
 from .pending import PendingDeletes
+from .stats import DeadlineStats
 
 log = logging.getLogger("vnetd")
 _READ_LIMIT = MAX_STDIN_BYTES + 64 * 1024  # the configuration plus the CNI_* header
 WORKERS = 32  # persistent threads: each keeps its own warm netlink sockets
+COMMIT_MARGIN = 0.25  # seconds: an ADD done closer than this to its caller's deadline is undone
 READ_SECONDS = 10.0  # a front door sends its whole request at once: a slower one is dropped
 MAX_FDS = 4  # descriptors read with a request (one is expected: the pod's netns)
 
@@ -60,6 +69,14 @@ def bind_socket(path: str) -> socket.socket:
     return sock
 
 
+def _hangup_probe(conn: socket.socket):
+    """A cheap check whether the caller closed its end (POLLHUP: it hung up; a caller that only
+    finished writing its request does not count)."""
+    poller = select.poll()
+    poller.register(conn.fileno(), select.POLLHUP | select.POLLERR)
+    return lambda: bool(poller.poll(0))
+
+
 def _peer_is_root(conn: socket.socket) -> bool:
     import struct
 
@@ -77,6 +94,7 @@ class Server:
         self._handlers = handlers
         self._on_request = on_request
         self.on_fallback: Callable[[str], None] | None = None  # metrics: requests handed back
+        self.stats = DeadlineStats(self.layout.daemon_stats)
         self._netns = protocol.netns_id()
         self._sock: socket.socket | None = None
         self._stopping = threading.Event()
@@ -93,6 +111,7 @@ class Server:
         if done:
             log.info("carried out %d DEL(s) recorded while vnetd was not answering", done)
         self._sock = bind_socket(self.socket_path)
+        self.stats.start()
         self.pending.run_periodically(self._stopping)
         self._sock.settimeout(0.5)  # workers look at the stop flag twice a second
         for w in self._workers:
@@ -143,7 +162,13 @@ class Server:
                     return
                 if not data:
                     return  # a liveness probe that connected and said nothing
-                conn.sendall(self._answer(data, fds, received))
+                answer, what = self._handle(data, fds, received, conn)
+                try:
+                    conn.sendall(answer)
+                except OSError:
+                    if what:  # the caller gave up before its answer was ready
+                        self.stats.count("unanswered", what)
+                    raise
         except OSError as exc:
             log.warning("client connection failed: %s", exc)
         finally:
@@ -176,31 +201,59 @@ class Server:
         return dispatch.error_answer(err)[0]
 
     def _answer(self, data: bytes, fds: list[int] | None = None, received: float | None = None) -> bytes:
+        return self._handle(data, fds, received, None)[0]
+
+    def _handle(self, data: bytes, fds: list[int] | None, received: float | None,
+                conn: socket.socket | None) -> tuple[bytes, str]:
+        """(the answer, the call in a few words: "" when it was not served here)."""
         started = time.perf_counter()
         try:
             req = protocol.decode_request(data, received)
         except protocol.ProtocolError as exc:
             log.warning("bad request: %s", exc)
-            return self._fallback("bad request")
+            return self._fallback("bad request"), ""
         if req.netns != self._netns:
-            return self._fallback("other network namespace")  # the caller works in-process
+            return self._fallback("other network namespace"), ""  # the caller works in-process
         if req.version == 1 and req.env.get("CNI_NETNS"):
-            return self._fallback("old front door")  # it cannot pass the netns: in-process
+            return self._fallback("old front door"), ""  # it cannot pass the netns: in-process
         plugin = self._handlers(req.plugin)
         if plugin is None:
-            return self._fallback("unknown plugin")
-        fd = fds[0] if req.wants_fd and fds else None
-        error = 0 if fd is not None else (req.netns_errno or errno.EBADF)
-        network = _network_name(req.stdin)
-        why = self.pending.before(req, network) if req.env.get("CNI_COMMAND") != "VERSION" else ""
-        if why:
-            out, code = self._error(req, CNIError(TRY_AGAIN_LATER, why, "retry the operation"))
+            return self._fallback("unknown plugin"), ""
+        what = f"{req.plugin} {req.env.get('CNI_COMMAND', '')} {req.env.get('CNI_CONTAINERID', '')[:64]}"
+        gone = _hangup_probe(conn) if conn is not None else None
+        missed = ""
+        if req.expired() or (gone is not None and gone()):
+            why = "its deadline had passed" if req.expired() else "its caller had hung up"
+            out, code = self._error(req, CNIError(
+                TRY_AGAIN_LATER, f"vnetd did not start this call: {why} when vnetd got to it",
+                "vnetd was stopped or overloaded; nothing was done, retry the call"))
+            missed = "expired"
         else:
-            with nsutil.callers_netns(req.env.get("CNI_NETNS", ""), fd, error):
-                out, code = self.run(plugin, req)
+            fd = fds[0] if req.wants_fd and fds else None
+            error = 0 if fd is not None else (req.netns_errno or errno.EBADF)
+            network = _network_name(req.stdin)
+            why = self.pending.before(req, network) if req.env.get("CNI_COMMAND") != "VERSION" else ""
+            if why:
+                out, code = self._error(req, CNIError(TRY_AGAIN_LATER, why, "retry the operation"))
+            else:
+                # An ADD must be done a little before the caller's deadline to count: an answer
+                # committed in the last instant could reach a caller that has just given up.
+                commit_by = req.deadline - min(COMMIT_MARGIN, req.timeout / 10)
+                with nsutil.callers_netns(req.env.get("CNI_NETNS", ""), fd, error), \
+                        deadline.scope(commit_by, gone) as call:
+                    out, code = self.run(plugin, req)
+                if call.rolled_back:
+                    missed = "rolled_back"
+                elif code != 0 and call.lock_timeout:
+                    missed = "lock_timeout"
+        if missed:
+            self.stats.count(missed, what)
         if self._on_request is not None:
-            self._on_request(self._record(req.plugin, req.env, out, code, time.perf_counter() - started))
-        return protocol.encode_response(code, out)
+            rec = self._record(req.plugin, req.env, out, code, time.perf_counter() - started)
+            if missed:
+                rec["deadline_missed"] = missed  # metrics: vnetd_deadline_misses
+            self._on_request(rec)
+        return protocol.encode_response(code, out), what
 
     def run(self, plugin, req: protocol.Request) -> tuple[bytes, int]:
         """One request's verb through the warm handler: (stdout, exit code). req.deadline says

@@ -11,6 +11,7 @@ Everything lives under one state directory (default DEFAULT_STATE_DIR):
     <state_dir>/vnetd.sock           vnetd's socket (root only)
     <state_dir>/ipam.json            vnet-ipam's pool and allocations (+ ipam.json.lock)
     <state_dir>/endpoints.json       the vnet plugin's endpoint records (+ endpoints.json.lock)
+    <state_dir>/vnetd-stats.json     vnetd's counters since its start (calls failed by deadline)
     <state_dir>/locks/               short-lived lock files (bridge set-up, attachments)
     <state_dir>/pending-deletes/     DELs recorded by a no-fallback front door while vnetd was
                                      down; vnetd carries them out before it serves anything
@@ -39,6 +40,7 @@ DEFAULT_STATE_DIR = "/var/run/vnet"
 SOCKET_NAME = "vnetd.sock"
 IPAM_FILE = "ipam.json"
 ENDPOINTS_FILE = "endpoints.json"
+DAEMON_STATS_FILE = "vnetd-stats.json"
 LOCK_DIR = "locks"
 PENDING_DELETES_DIR = "pending-deletes"
 DEFAULT_VNETD_TIMEOUT = 5.0
@@ -136,6 +138,11 @@ class NodeLayout:
     @property
     def endpoints_file(self) -> str:
         return self._path(ENDPOINTS_FILE)
+
+    @property
+    def daemon_stats(self) -> str:
+        """vnetd's counters since its start (calls failed by deadline), for `vnetctl status`."""
+        return self._path(DAEMON_STATS_FILE)
 
     @property
     def lock_dir(self) -> str:

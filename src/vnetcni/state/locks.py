@@ -25,6 +25,7 @@ import threading
 import time
 from collections.abc import Iterator
 
+from ..cni import deadline as deadline_
 from ..cni.errors import CNIError, IO_FAILURE, TRY_AGAIN_LATER
 
 # How long a call waits for a lock unless it says otherwise: well under a runtime's CNI timeout
@@ -94,6 +95,7 @@ def acquire(path: str, *, timeout: float | None = None, deadline: float | None =
                     raise CNIError(IO_FAILURE, f"cannot lock {path}: {exc.strerror}") from None
             now = time.monotonic()
             if now >= limit:
+                deadline_.note_lock_timeout(path)
                 raise LockTimeout(path, now - start, purpose)
             time.sleep(min(sleep, limit - now))
             sleep = min(sleep * 2, _MAX_SLEEP)

@@ -1,0 +1,141 @@
+"""vnetd and deadlines: calls not started after their deadline or when their caller
+hung up, ADDs rolled back, lock waits ended, and the counters `vnetctl status` shows."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+
+import pytest
+
+from vnetcni.cni import deadline
+from vnetcni.cni.result import IPConfig, Result
+from vnetcni.daemon import protocol, stats
+from vnetcni.daemon.server import COMMIT_MARGIN, Server
+from vnetcni.state import locks
+
+CONF = json.dumps({"cniVersion": "1.0.0", "name": "n", "type": "vnet", "ipam": {"type": "vnet-ipam"}}).encode()
+ENV = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c1", "CNI_NETNS": "/run/netns/x", "CNI_IFNAME": "eth0",
+       "CNI_PATH": "/opt/cni/bin"}
+
+
+class Plugin:
+    """Records the deadline it saw; optionally waits on a lock or lets its caller go first."""
+
+    def __init__(self) -> None:
+        self.started = 0
+        self.seen: float | None = None
+        self.before_commit = None
+        self.lock: str | None = None
+        self.undone = 0
+
+    def add(self, inv, conf):
+        self.started += 1
+        self.seen = deadline.wait_until()
+        if self.lock:
+            locks.acquire(self.lock, deadline=deadline.wait_until(), timeout=30)
+        if self.before_commit:
+            self.before_commit()
+        try:
+            deadline.commit_point()
+        except deadline.Abandoned:
+            self.undone += 1
+            raise
+        return Result(ips=[IPConfig("10.0.0.5/24", "10.0.0.1")])
+
+    def delete(self, inv, conf):
+        pass
+
+    def check(self, inv, conf):
+        pass
+
+
+@pytest.fixture
+def server(tmp_path):
+    plugin = Plugin()
+    srv = Server(str(tmp_path), lambda name: plugin if name == "vnet" else None)
+    return srv, plugin, tmp_path
+
+
+def request(timeout: float = 5.0) -> bytes:
+    return protocol.encode_request("vnet", ENV, CONF, timeout=timeout)
+
+
+def answer(srv, data, conn=None, received=None):
+    out, code = protocol.decode_response(srv._handle(data, None, received, conn)[0])
+    return code, json.loads(out) if out else None
+
+
+def test_the_handler_sees_the_callers_deadline_less_a_margin(server):
+    srv, plugin, _ = server
+    code, out = answer(srv, request(5))
+    assert code == 0, out
+    assert 4 < plugin.seen - time.monotonic() < 5 - COMMIT_MARGIN + 0.01
+    code, _ = answer(srv, request(0.5))
+    assert code == 0 and plugin.seen - time.monotonic() < 0.5 - 0.05 + 0.01  # a tenth of a short one
+
+
+def test_a_call_past_its_deadline_is_not_started_and_counted(server):
+    srv, plugin, tmp = server
+    srv.stats.start()
+    code, err = answer(srv, request(1), received=time.monotonic() - 3)  # vnetd was stopped
+    assert code == 1 and err["code"] == 11 and "did not start" in err["msg"] and "deadline" in err["msg"]
+    assert err["cniVersion"] == "1.0.0"
+    assert plugin.started == 0
+    doc = stats.read(str(tmp / "vnetd-stats.json"))
+    assert doc["counts"]["expired"] == 1 and "vnet ADD c1" in doc["last"]["call"]
+    assert "1 call(s) failed by deadline" in stats.summary(doc) and "1 expired" in stats.summary(doc)
+
+
+def test_a_call_whose_caller_hung_up_is_not_started(server):
+    srv, plugin, _ = server
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    theirs.close()
+    try:
+        code, err = answer(srv, request(5), ours)
+    finally:
+        ours.close()
+    assert code == 1 and err["code"] == 11 and "hung up" in err["msg"] and plugin.started == 0
+
+
+def test_an_add_done_after_its_caller_hung_up_is_rolled_back_and_counted(server):
+    srv, plugin, _ = server
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    plugin.before_commit = theirs.close  # the runtime gives up while the ADD runs
+    try:
+        code, err = answer(srv, request(5), ours)
+    finally:
+        ours.close()
+    assert code == 1 and err["code"] == 11 and "abandoned" in err["msg"]
+    assert plugin.undone == 1 and srv.stats.counts()["rolled_back"] == 1
+
+
+def test_an_add_done_after_its_deadline_is_rolled_back(server):
+    srv, plugin, _ = server
+    plugin.before_commit = lambda: time.sleep(0.45)
+    code, err = answer(srv, request(0.35))
+    assert code == 1 and err["code"] == 11 and "deadline" in err["msg"]
+    assert plugin.undone == 1 and srv.stats.counts()["rolled_back"] == 1
+
+
+def test_a_lock_wait_ends_at_the_deadline_and_is_counted(server, tmp_path):
+    srv, plugin, _ = server
+    plugin.lock = str(tmp_path / "held.lock")
+    fd = locks.acquire(plugin.lock, timeout=1)
+    try:
+        start = time.monotonic()
+        code, err = answer(srv, request(0.5))
+        assert time.monotonic() - start < 3
+    finally:
+        locks.release(plugin.lock, fd)
+    assert code == 1 and err["code"] == 11 and plugin.lock in err["msg"]
+    assert srv.stats.counts()["lock_timeout"] == 1
+
+
+def test_no_counter_file_is_written_on_the_ordinary_path(server):
+    srv, _, tmp = server
+    for _ in range(3):
+        assert answer(srv, request(5))[0] == 0
+    assert not (tmp / "vnetd-stats.json").exists()  # only start() and a miss write it
+    assert stats.summary({"counts": {}, "started": time.time()}).startswith("no call failed")
