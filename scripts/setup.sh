@@ -24,4 +24,10 @@ if [ ! -x .venv/bin/python ]; then
 fi
 echo "setup: installing vnet-cni into .venv"
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+# kube-proxy's rules see bridged pod traffic only through br_netfilter (the simulated nodes and the
+# Services tests need it). Loading it changes no setting: each namespace keeps its own sysctls.
+if [ ! -d /proc/sys/net/bridge ]; then
+    echo "setup: loading the br_netfilter kernel module"
+    modprobe br_netfilter || echo "setup: warning: cannot load br_netfilter; Services tests will fail" >&2
+fi
 echo "setup: done"

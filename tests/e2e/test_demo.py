@@ -47,6 +47,10 @@ def test_demo_tells_the_whole_story_and_leaves_nothing(demo_env):
     for node in ("node1", "node2", "node3"):
         assert f"web-{node}-1" in out
     assert "0 IPv4 packets crossed the fabric" in out
+    # the Service column: a ClusterIP called from every sampled pod (its backend through hairpin),
+    # and its NodePort through every node
+    assert "ok hairpin" in out and "service web" in out
+    assert "through every node: node1 ok, node2 ok, node3 ok" in out
     assert "no address available on this node: 30 of 30 in use (CNI error 100)" in out
     assert "left nothing behind" in out
     # the pools table: node | in use | free | cooling | pool size, every node back to 30 free

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from rich.markup import escape
 
 from ..cni.errors import CNIError, NO_ADDRESS_AVAILABLE
-from . import enforcement, fabric, inventory, kernel, naming, pods, probe, report
+from . import enforcement, fabric, inventory, kernel, kubeproxy, naming, pods, probe, report
+from .errors import SimError
 from .model import FabricRecord
 from .pods import PodRecord
 from .runtime import CniRuntime
@@ -173,6 +174,7 @@ class Demo:
                       for n in after)
         for s, d in remote:
             cells[(s.name, d.name)] = self._probe_pair(s, d, "across nodes")
+        service, nodeports = self._services(sample, cells)
         for s in sample:
             t = probe.tcp(s.netns, self.fabric.fabricNetns, self.fabric.gateway)
             pg = probe.ping(s.netns, self.fabric.gateway)
@@ -183,17 +185,54 @@ class Demo:
         for d in sample:
             table.add_column(f"{d.name}\n{d.address}")
         table.add_column(f"gateway\n{self.fabric.gateway}")
+        if service:
+            table.add_column(f"service {service.name}\n{service.clusterIP}")
         for s in sample:
             row = [f"{s.name} ({s.node})"]
             row += ["-" if s is d else cells[(s.name, d.name)] for d in sample]
             row.append(cells[(s.name, "gateway")])
+            if service:
+                row.append(cells[(s.name, "service")])
             table.add_row(*row)
         self.console.print(table)
         self.console.print("ok = a TCP connection to a listener in the destination (payload echoed back) and a ping "
                            "both succeeded; local = same node, fabric = across the VNet")
+        if service:
+            self.console.print(f"service {service.name}: kube-proxy's iptables rules on every node, one endpoint "
+                               f"({service.endpoints[0]} on {sample[0].node}); ok = it answered and saw the caller's "
+                               "own address (hairpin: its node's, as kube-proxy masquerades it)")
+            self.console.print(f"NodePort {service.nodePort} from the gateway through every node: {nodeports}")
         self.console.print(f"{len(local)} node-local probes: {crossed} IPv4 packets crossed the fabric meanwhile "
                            f"(fabric port counters) {_mark(crossed == 0)}")
         self.outcome.check(crossed == 0, f"node-local traffic crossed the fabric ({crossed} packets)")
+
+    def _services(self, sample: list[PodRecord], cells: dict) -> tuple:
+        """A Service (ClusterIP + NodePort) backed by the first sampled pod, called by every sampled
+        pod and, through its NodePort on every node, from the gateway; then removed again."""
+        backend = sample[0]
+        try:
+            service = kubeproxy.add_service(self.fabric, "web", [backend.name], 80, 8080,
+                                            namespace=backend.namespace, node_port=0)
+        except (SimError, ValueError) as exc:
+            self.outcome.check(False, f"service web: {exc}")
+            return None, ""
+        marks = []
+        try:
+            with probe.Responder(backend.netns, backend.name, 8080):
+                for s in sample:
+                    want = self.fabric.node(s.node).primary if s is backend else s.address
+                    answer = probe.call(s.netns, service.clusterIP, service.port)
+                    ok = self.outcome.check(answer.ok and answer.seen_source == want,
+                                            f"{s.name} -> service web: {answer.detail} (expected {want})")
+                    tag = "hairpin" if s is backend else ("local" if s.node == backend.node else "fabric")
+                    cells[(s.name, "service")] = f"[green]ok[/] {tag}" if ok else f"[red]{escape(answer.detail)}[/]"
+                for node in self.fabric.nodes:
+                    answer = probe.call(self.fabric.fabricNetns, node.primary, service.nodePort)
+                    ok = self.outcome.check(answer.ok, f"NodePort through {node.name}: {answer.detail}")
+                    marks.append(f"{node.name} {_mark(ok)}")
+        finally:
+            kubeproxy.delete_service(self.fabric, service.name, service.namespace)
+        return service, ", ".join(marks)
 
     def _probe_pair(self, s: PodRecord, d: PodRecord, where: str) -> str:
         t = probe.tcp(s.netns, d.netns, d.address)
