@@ -46,7 +46,7 @@ while (($#)); do
     esac
 done
 [ "$(id -u)" = 0 ] || die "run as root (mmdebstrap and podman need it)"
-for tool in mmdebstrap podman gcc git tar sha256sum flock; do
+for tool in mmdebstrap podman gcc readelf git tar sha256sum flock; do
     command -v "$tool" >/dev/null || die "$tool is not installed (scripts/setup.sh installs it)"
 done
 [ -n "$version" ] || die "cannot read __version__ from src/vnetcni/__init__.py"
@@ -141,17 +141,19 @@ fi
 ls "$ctx"/wheels/*.whl | grep -v '/vnetcni-\|/pip-' | grep -q . || die "no dependency wheels were built"
 
 # --- 3. static front doors ------------------------------------------------------------------------
-# compiled by the exported tree's own compile_front_door (one place decides the defines), with
-# -static: the host needs neither a loader nor Python. The image has no Python fallback on the
-# host: when no vnetd answers, the front door fails the call instead.
+# compiled by the exported tree's own compile_front_door (one place decides the defines) as
+# no-fallback builds, with -static: the host needs neither a loader nor Python, and every call
+# goes to vnetd (ADD fails fast with code 11 naming vnetd's socket while no vnetd answers).
 for plugin in vnet vnet-ipam; do
     PYTHONPATH="$ctx/src/src" "$python" -S -c '
 import sys
 from pathlib import Path
 from vnetcni.plugins.install import compile_front_door
-name, out = sys.argv[1], Path(sys.argv[2])
-compile_front_door(name, None, out, "gcc", ("-static", "-s"))  # None: the no-fallback build
+compile_front_door(sys.argv[1], None, Path(sys.argv[2]), "gcc", ("-static", "-s"))
 ' "$plugin" "$ctx/cni-bin/$plugin" || die "compiling the $plugin front door failed"
+    if LC_ALL=C readelf -lW "$ctx/cni-bin/$plugin" | grep -q 'INTERP'; then
+        die "the $plugin front door is not statically linked (is libc6-dev installed?)"
+    fi
 done
 
 # --- 4. the image ---------------------------------------------------------------------------------

@@ -135,7 +135,8 @@ def cni_bin(tmp_path_factory):
     from vnetcni.plugins.install import install
 
     bin_dir = tmp_path_factory.mktemp("cnibin")
-    install(str(bin_dir))
+    # as `vnetctl install` does: the code copied into a root-owned prefix, imported only from there
+    install(str(bin_dir), prefix=str(tmp_path_factory.mktemp("prefix")))
     return str(bin_dir)
 
 

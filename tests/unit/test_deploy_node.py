@@ -219,14 +219,18 @@ def _node(tmp_path: Path):
 
 def test_uninstall_removes_only_what_is_ours(tmp_path):
     bin_dir, conf_dir, state = _node(tmp_path)
+    prefix = tmp_path / "prefix"
+    (prefix / "releases" / "0123abcd" / "vnetcni").mkdir(parents=True)
+    (prefix / "releases" / "0123abcd" / "vnetcni" / "__init__.py").write_text("")
     res = runner.invoke(app, ["uninstall", "--cni-bin-dir", str(bin_dir), "--cni-conf-dir", str(conf_dir),
-                              "--state-dir", str(state)])
+                              "--state-dir", str(state), "--prefix", str(prefix)])
     assert res.exit_code == 0, res.output
+    assert not prefix.exists()
     assert sorted(os.listdir(bin_dir)) == ["bridge", "portmap"]
     assert os.listdir(conf_dir) == ["05-other.conflist"]
     assert len(os.listdir(state)) == 4  # state stays unless asked
     res = runner.invoke(app, ["uninstall", "--cni-bin-dir", str(bin_dir), "--cni-conf-dir", str(conf_dir),
-                              "--state-dir", str(state), "--remove-state"])
+                              "--state-dir", str(state), "--remove-state", "--prefix", str(prefix)])
     assert res.exit_code == 0, res.output
     assert os.listdir(state) == ["operator-notes.txt"]
     assert "kept" in res.output and "not vnet-cni state" in res.output
@@ -241,7 +245,7 @@ def test_uninstall_keeps_state_while_vnetd_serves_it(tmp_path):
         with pytest.raises(UninstallError, match="vnetd still serves"):
             uninstall(str(bin_dir), str(conf_dir), "", str(state), remove_state=True)
         res = runner.invoke(app, ["uninstall", "--cni-bin-dir", str(bin_dir), "--cni-conf-dir", str(conf_dir),
-                                  "--state-dir", str(state), "--remove-state"])
+                                  "--state-dir", str(state), "--remove-state", "--prefix", str(tmp_path / "p")])
         assert res.exit_code == 1 and "stop it" in res.output
     finally:
         live.close()

@@ -69,13 +69,15 @@ def uninstall(
     state_dir: str = typer.Option("/var/run/vnet", "--state-dir", help="The node's vnet state directory."),
     remove_state: bool = typer.Option(False, "--remove-state", help="Also remove the state directory "
                                       "(refused while vnetd serves it)."),
+    prefix: str = typer.Option("/opt/vnet-cni", "--prefix", help="Where `vnetctl install` copied the plugins' "
+                               "code (its releases/ are removed)."),
 ) -> None:
     """Remove vnet-cni from this node: its conflists, the `vnet`/`vnet-ipam` executables and,
     with --remove-state, its state. Stop vnetd first (kubectl delete -f deploy/)."""
     from ..deploy.uninstall import UninstallError, uninstall as do_uninstall
 
     try:
-        done = do_uninstall(cni_bin_dir, cni_conf_dir, conflist_name, state_dir, remove_state)
+        done = do_uninstall(cni_bin_dir, cni_conf_dir, conflist_name, state_dir, remove_state, prefix)
     except (UninstallError, OSError) as exc:
         _fail("uninstall", str(exc))
     for path in done.paths:

@@ -27,20 +27,28 @@ def install(
     cni_version: str = typer.Option("1.0.0", "--cni-version", help="cniVersion of the conflist (podman 4.3 needs <= 1.0.0)."),
     no_compile: bool = typer.Option(False, "--no-compile", help="Install the Python entries as front doors (no C client)."),
     no_fallback: bool = typer.Option(False, "--no-fallback", help="Only compiled front doors, no Python on the host: every call needs vnetd (for images)."),
+    prefix: str = typer.Option("/opt/vnet-cni", "--prefix", help="Root-owned directory the plugins' code is "
+                               "copied into; the installed entries import only from there."),
+    create_dirs: bool = typer.Option(False, "--create-dirs", help="Create --cni-bin-dir / --cni-conf-dir if missing "
+                                     "(refused otherwise: a mistyped directory is an error)."),
 ) -> None:
-    """Install the `vnet` and `vnet-ipam` executables (and optionally a conflist)."""
+    """Install the `vnet` and `vnet-ipam` executables (and optionally a conflist). Their code is
+    copied into --prefix first, so they never run code from a user-owned checkout."""
     from ..plugins.install import default_conflist, install as do_install
 
     conflist = default_conflist(network, bridge, state_dir, metadata_url, metadata_file, uplink, cni_version)
     try:
         if no_fallback and no_compile:
             raise RuntimeError("--no-fallback installs only compiled front doors: it cannot go with --no-compile")
-        res = do_install(cni_bin_dir, cni_conf_dir or "", not no_compile, conflist, fallback=not no_fallback)
+        res = do_install(cni_bin_dir, cni_conf_dir or "", not no_compile, conflist, fallback=not no_fallback,
+                         prefix="" if no_fallback else prefix, create_dirs=create_dirs)
     except (OSError, RuntimeError) as exc:
         typer.echo(f"vnetctl install: {exc}", err=True)
         raise typer.Exit(1)
     kind = ("compiled front doors (vnetd only, no fallback)" if no_fallback else
             "compiled front doors (vnetd when running, else in-process)" if res.compiled else "Python entries")
+    if res.release:
+        typer.echo(f"copied the plugins' code into {res.release}")
     for path in res.executables:
         typer.echo(f"installed {path} ({kind})")
     if res.conflist:

@@ -42,7 +42,7 @@ def _remove(path: Path, done: Removed) -> None:
 
 
 def uninstall(bin_dir: str, conf_dir: str, conflist_name: str = "", state_dir: str = "",
-              remove_state: bool = False) -> Removed:
+              remove_state: bool = False, prefix: str = "") -> Removed:
     done = Removed()
     cdir = Path(conf_dir)
     if cdir.is_dir():
@@ -60,9 +60,27 @@ def uninstall(bin_dir: str, conf_dir: str, conflist_name: str = "", state_dir: s
         path = bdir / name
         if path.exists() or path.is_symlink():
             _remove(path, done)
+    if prefix:
+        _remove_releases(Path(prefix), done)
     if remove_state:
         _remove_state(Path(state_dir), done)
     return done
+
+
+def _remove_releases(prefix: Path, done: Removed) -> None:
+    """The code `vnetctl install` copied into <prefix>/releases/<hash>/ (only that: a prefix holding
+    anything else, such as the image's own /opt/vnet-cni, keeps it)."""
+    releases = prefix / "releases"
+    if not releases.is_dir():
+        return
+    for release in sorted(releases.iterdir()):
+        if (release / "vnetcni" / "__init__.py").is_file() or release.name.startswith("."):
+            _remove(release, done)
+    if not any(releases.iterdir()):
+        _remove(releases, done)
+    if prefix.is_dir() and not any(prefix.iterdir()):
+        prefix.rmdir()
+        done.paths.append(str(prefix))
 
 
 def _remove_state(sdir: Path, done: Removed) -> None:

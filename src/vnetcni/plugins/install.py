@@ -8,6 +8,13 @@ Python entry when no vnetd runs. Without a compiler the Python entry itself is `
 With `fallback=False` (`vnetctl install --no-fallback`, what an image's install-cni uses) only the
 compiled front doors are installed, statically linked when the C library allows: nothing on the
 host refers to Python, and every call needs vnetd (see front_door.c for what happens without it).
+
+With a `prefix` (vnetctl install: /opt/vnet-cni), the code the entries import is first copied into
+`<prefix>/releases/<content hash>/` (root-owned, read-only to others) and the entries import only
+from there, with an interpreter that must itself be root-owned: a user-owned checkout or virtualenv
+never becomes code that runs as root on every pod event. An unchanged release is reused; a new one
+is written beside the old (processes in flight keep importing from theirs), and older releases
+than the previous one are removed.
 """
 
 from __future__ import annotations
@@ -35,6 +42,13 @@ sys.exit(run({name!r}))
 """
 
 
+RUNTIME_PACKAGES = ("vnetcni", "pyroute2", "defusedxml")  # what a plugin call imports
+
+
+class UnsafeInstall(RuntimeError):
+    pass
+
+
 @dataclass
 class Installed:
     bin_dir: str
@@ -42,6 +56,7 @@ class Installed:
     compiled: bool = False
     conflist: str = ""
     notes: list[str] = field(default_factory=list)
+    release: str = ""
 
 
 def _import_paths() -> list[str]:
@@ -53,6 +68,73 @@ def _import_paths() -> list[str]:
              str(Path(pyroute2.__file__).resolve().parent.parent),
              sysconfig.get_paths()["purelib"]]
     return list(dict.fromkeys(paths))
+
+
+def _check_root_owned(path: str, what: str) -> None:
+    """path and every directory above it: owned by root and writable by nobody else (a sticky
+    world-writable directory such as /tmp counts as safe, as for sudo and ssh)."""
+    import stat
+
+    p = Path(path)
+    for part in [p, *p.parents]:
+        st = part.stat()
+        sticky_dir = stat.S_ISDIR(st.st_mode) and st.st_mode & stat.S_ISVTX
+        if st.st_uid != 0 or (st.st_mode & 0o022 and not sticky_dir):
+            raise UnsafeInstall(f"{what} {path} is not safe to run as root: {part} is owned by uid "
+                                f"{st.st_uid} with mode {stat.filemode(st.st_mode)} (needs root-owned, "
+                                "not writable by others); run vnetctl with a root-owned Python, "
+                                "e.g. /usr/bin/python3 -m venv /opt/vnet-cni/venv")
+
+
+def _copy_release(prefix: Path) -> Path:
+    """Copy the runtime packages into <prefix>/releases/<hash>/ (reused when unchanged)."""
+    import hashlib
+    import importlib
+
+    sources = []
+    for name in RUNTIME_PACKAGES:
+        pkg = Path(importlib.import_module(name).__file__).resolve().parent
+        for f in sorted(pkg.rglob("*")):
+            if f.is_file() and "__pycache__" not in f.parts and f.suffix in (".py", ".c", ".typed", ".json"):
+                sources.append((f, Path(name) / f.relative_to(pkg)))
+    digest = hashlib.sha256()
+    for f, rel in sources:
+        digest.update(str(rel).encode() + b"\0" + f.read_bytes() + b"\0")
+    releases = prefix / "releases"
+    release = releases / digest.hexdigest()[:16]
+    if not release.is_dir():
+        releases.mkdir(parents=True, exist_ok=True, mode=0o755)
+        tmp = releases / f".{release.name}.tmp{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        for f, rel in sources:
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+            shutil.copyfile(f, tmp / rel)
+            (tmp / rel).chmod(0o644)
+        import compileall
+
+        compileall.compile_dir(str(tmp), quiet=2, stripdir=str(tmp), prependdir=str(release))
+        os.replace(tmp, release)
+    return release
+
+
+def _prune_releases(prefix: Path, keep: set[str]) -> None:
+    releases = prefix / "releases"
+    entries = sorted((p for p in releases.iterdir() if p.is_dir() and not p.name.startswith(".")),
+                     key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in entries:
+        if old.name not in keep:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _current_release(entry: Path) -> str:
+    """The release an existing Python entry imports from ('' if none)."""
+    try:
+        text = entry.read_text()
+    except OSError:
+        return ""
+    marker = "/releases/"
+    at = text.find(marker)
+    return text[at + len(marker):].split("'", 1)[0].split("/", 1)[0] if at >= 0 else ""
 
 
 def _write_executable(path: Path, data: bytes) -> None:
@@ -94,13 +176,18 @@ def compile_front_door(name: str, fallback: str | None, out: Path, cc: str, extr
 
 
 def install(bin_dir: str, conf_dir: str = "", compile_front: bool = True, conflist: dict | None = None,
-            conflist_name: str = "10-vnet.conflist", fallback: bool = True) -> Installed:
+            conflist_name: str = "10-vnet.conflist", fallback: bool = True, prefix: str = "",
+            create_dirs: bool = True) -> Installed:
+    from ..deploy.files import require_dir
+
     bdir = Path(bin_dir)
+    require_dir(bdir, create_dirs, "CNI bin directory")
+    if conf_dir:
+        require_dir(Path(conf_dir), create_dirs, "CNI conf directory")
     cc = (shutil.which("cc") or shutil.which("gcc")) if compile_front or not fallback else None
     if not fallback:
         if not cc:
             raise RuntimeError("--no-fallback needs a C compiler (cc) to build the front doors")
-        bdir.mkdir(parents=True, exist_ok=True)
         result = Installed(bin_dir=str(bdir), compiled=True)
         for name in PLUGINS:
             compile_front_door(name, None, bdir / name, cc, ("-static", "-s"))
@@ -108,14 +195,25 @@ def install(bin_dir: str, conf_dir: str = "", compile_front: bool = True, confli
         _install_conflist(result, bin_dir, conf_dir, conflist, conflist_name)
         return result
     fdir = bdir / FALLBACK_DIR
-    fdir.mkdir(parents=True, exist_ok=True)
     result = Installed(bin_dir=str(bdir))
+    python = sys.executable
+    if prefix:
+        python = os.path.realpath(sys.executable)
+        _check_root_owned(python, "the Python interpreter")
+        pdir = Path(prefix)
+        pdir.mkdir(parents=True, exist_ok=True, mode=0o755)
+        _check_root_owned(str(pdir), "the prefix")
+        previous = _current_release(fdir / PLUGINS[0])
+        release = _copy_release(pdir)
+        result.release = str(release)
+        _prune_releases(pdir, {release.name, previous})
+    fdir.mkdir(exist_ok=True)
     if compile_front and not cc:
         result.notes.append("no C compiler found: installed the Python entries as the front doors")
-    paths = _import_paths()
+    paths = [result.release] if prefix else _import_paths()
     for name in PLUGINS:
         entry = fdir / name
-        _write_executable(entry, PY_ENTRY.format(python=sys.executable, paths=paths, name=name).encode())
+        _write_executable(entry, PY_ENTRY.format(python=python, paths=paths, name=name).encode())
         target = bdir / name
         if cc:
             compile_front_door(name, str(entry.resolve()), target, cc)
@@ -131,7 +229,6 @@ def _install_conflist(result: Installed, bin_dir: str, conf_dir: str, conflist: 
                       conflist_name: str) -> None:
     if conf_dir:
         cdir = Path(conf_dir)
-        cdir.mkdir(parents=True, exist_ok=True)
         path = cdir / conflist_name
         data = (json.dumps(conflist or default_conflist(), indent=2) + "\n").encode()
         tmp = path.with_name(path.name + ".tmp")
