@@ -116,6 +116,13 @@ def test_clusterip_across_nodes_keeps_the_client_address(cluster):
         assert (answer.backend, answer.seen_source) == ("s1", cluster.pod[src].address)
 
 
+def test_a_node_reaches_a_service_whose_endpoint_is_elsewhere(cluster):
+    node = cluster.rec.node("node2")
+    answer = probe.call(node.netns, cluster.web.clusterIP, PORT)  # kube-proxy's OUTPUT jump
+    assert answer.ok, answer.detail
+    assert (answer.backend, answer.seen_source) == ("s1", node.primary)
+
+
 def test_hairpin_a_pod_reaches_a_service_backed_by_itself(cluster):
     answer = cluster.call("s1", cluster.web.clusterIP)
     assert answer.ok, answer.detail

@@ -16,6 +16,11 @@ the bridge like any packet the node sends. Here that is a tc filter on the uplin
 every kernel a node runs. ARP and frames for pods (their own MACs) are bridged as before.
 Visible with `tc filter show dev eth0 ingress`.
 
+A consequence: the bridge no longer learns the sources of these frames (learning happens in the
+bridge's receive path, which they skip). It still learns them from their ARP and broadcasts and
+from traffic to pods; until it does, a frame the node sends to such a peer is flooded to the
+bridge's ports, as any unknown unicast is.
+
 Requests are plain rtnetlink messages (pyroute2's u32 encoder cannot express the negative offsets
 a MAC match needs); this runs on the cold path only, when vnet sets up its bridge.
 """
