@@ -9,24 +9,14 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from support.cni import links, metadata_xml, run_plugin
+from support.cni import links, metadata_xml, run_plugin, wait_for
 from vnetcni.daemon.client import listening
 
 VNETD = str(Path(sys.executable).with_name("vnetd"))
-
-
-def wait_for(pred, timeout=15.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class Daemon:

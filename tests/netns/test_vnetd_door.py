@@ -14,20 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from support.cni import links, metadata_xml, ns_exec, run_plugin
+from support.cni import links, metadata_xml, ns_exec, run_plugin, wait_for
 from vnetcni.daemon.client import listening
 
 VNETD = str(Path(sys.executable).with_name("vnetd"))
 SLACK = 3.0
-
-
-def wait_for(pred, timeout=20.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class Vnetd:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from dataclasses import dataclass
 
 REFERENCE_DIR = "/usr/lib/cni"
@@ -48,3 +49,13 @@ def ns_exec(ns: str, *cmd: str, timeout: float = 10) -> subprocess.CompletedProc
 def links(ns: str) -> list[str]:
     out = subprocess.run(["ip", "-n", ns, "-o", "link", "show"], capture_output=True, text=True).stdout
     return [line.split(": ")[1].split("@")[0] for line in out.splitlines()]
+
+
+def wait_for(pred, timeout: float = 15.0, what: str = "condition") -> None:
+    """Poll pred() until it is true; AssertionError naming `what` after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
