@@ -298,3 +298,52 @@ def test_check_reports_a_pod_port_without_hairpin(world):
     next(iter(dp.hosts.values()))["hairpin"] = False
     code, err = call(plugin, "CHECK", sd)
     assert code == 1 and err["code"] == 103 and "hairpin mode off" in err["msg"]
+
+
+# --- dual-stack --------------------------------------------------------------------------------
+def _dual(ipam):
+    ipam.add = lambda inv, conf: Result(
+        ips=[IPConfig("10.240.0.36/16", "10.240.0.1"), IPConfig("fd00:10:240::24/64", "fd00:10:240::1")],
+        routes=[Route("0.0.0.0/0", "10.240.0.1"), Route("::/0", "fd00:10:240::1")])
+
+
+@pytest.mark.parametrize("version", ["0.3.1", "0.4.0", "1.0.0", "1.1.0"])
+def test_dual_stack_bridge_mode(world, version):
+    dp, ipam, plugin, sd = world
+    dp.netns.add("/run/netns/p1")
+    _dual(ipam)
+    code, res = call(plugin, "ADD", sd, version=version)
+    assert code == 0, res
+    assert [(ip["address"], ip["gateway"], ip["interface"]) for ip in res["ips"]] == [
+        ("10.240.0.36/16", "10.240.0.1", 2), ("fd00:10:240::24/64", "fd00:10:240::1", 2)]
+    assert [ip.get("version") for ip in res["ips"]] == (["4", "6"] if version < "1.0.0" else [None, None])
+    assert {"dst": "::/0", "gw": "fd00:10:240::1"} in res["routes"]
+    assert dp.pods[("/run/netns/p1", "eth0")].addresses == ["10.240.0.36/16", "fd00:10:240::24/64"]
+    if version >= "0.4.0":
+        assert call(plugin, "CHECK", sd, version=version, extra={"prevResult": res})[0] == 0
+        dp.pods[("/run/netns/p1", "eth0")].addresses.pop()
+        code, err = call(plugin, "CHECK", sd, version=version, extra={"prevResult": res})
+        assert code == 1 and "fd00:10:240::24/64" in err["msg"]
+
+
+@pytest.mark.parametrize("version", ["0.3.1", "0.4.0", "1.0.0", "1.1.0"])
+def test_dual_stack_transparent_mode(world, version):
+    dp, ipam, plugin, sd = world
+    dp.netns.add("/run/netns/p1")
+    _dual(ipam)
+    code, res = call(plugin, "ADD", sd, version=version, extra=TRANSPARENT)
+    assert code == 0, res
+    assert [(ip["address"], ip["gateway"]) for ip in res["ips"]] == [
+        ("10.240.0.36/32", "169.254.1.1"), ("fd00:10:240::24/128", "fe80::1")]
+    assert {"dst": "::/0", "gw": "fe80::1"} in res["routes"] and {"dst": "0.0.0.0/0", "gw": "169.254.1.1"} in res["routes"]
+    veth = host_ifname("vnet", "c1", "eth0")
+    assert dp.hosts[veth]["routes"] == ["10.240.0.36/32", "fd00:10:240::24/128"]
+    host_mac = dp.hosts[veth]["mac"]
+    assert dp.pods[("/run/netns/p1", "eth0")].neighbours == {"169.254.1.1": host_mac, "fe80::1": host_mac}
+    if version >= "0.4.0":
+        assert call(plugin, "CHECK", sd, version=version, extra={**TRANSPARENT, "prevResult": res})[0] == 0
+        del dp.pods[("/run/netns/p1", "eth0")].neighbours["fe80::1"]
+        code, err = call(plugin, "CHECK", sd, version=version, extra={**TRANSPARENT, "prevResult": res})
+        assert code == 1 and "fe80::1 is not pinned" in err["msg"]
+    assert call(plugin, "DEL", sd, version=version, netns="", extra=TRANSPARENT)[0] == 0
+    assert not dp.hosts

@@ -130,7 +130,10 @@ def capacity(
         typer.echo(json.dumps(cap.to_dict(), indent=2, sort_keys=True))
         return
     typer.echo(f"NIC {cap.pool.mac} in {cap.pool.subnet}: node address {cap.pool.primary}, "
-               f"{cap.secondary_addresses} secondary addresses")
+               f"{len(cap.pool.addresses)} secondary addresses")
+    if cap.pool6 is not None:
+        typer.echo(f"dual-stack, in {cap.pool6.subnet}: node address {cap.pool6.primary}, "
+                   f"{len(cap.pool6.addresses)} secondary addresses (a pod takes one of each family)")
     typer.echo(f"max-pods: {cap.max_pods}")
     typer.echo(f"kubelet flag:        --max-pods={cap.max_pods}")
     typer.echo(f"kubelet config file: maxPods: {cap.max_pods}")

@@ -149,8 +149,9 @@ class LinuxDataplane:
             node_frames.ensure(up_idx, idx, ipr.get_links(idx)[0].get_attr("IFLA_ADDRESS"))
         elif gateway:
             iface = ipaddress.ip_interface(gateway)
+            nodad = {"flags": 0x02} if iface.version == 6 else {}  # IFA_F_NODAD: the gateway answers at once
             with contextlib.suppress(NetlinkError):  # EEXIST: already there
-                ipr.addr("add", index=idx, address=str(iface.ip), prefixlen=iface.network.prefixlen)
+                ipr.addr("add", index=idx, address=str(iface.ip), prefixlen=iface.network.prefixlen, **nodad)
         link = ipr.get_links(idx)[0]
         return BridgeInfo(name, link.get_attr("IFLA_ADDRESS"), idx)
 
@@ -233,7 +234,7 @@ class LinuxDataplane:
                 self._channel().set_hairpin(spec.host_ifname)
             self._configure_pod(spec, host_mac)
             if spec.routed:
-                self._route_to_pod(spec)
+                self._route_to_pod(spec, pod_mac)
         except Exception as exc:
             with contextlib.suppress(Exception):
                 self.delete_pod_link(spec.host_ifname)
@@ -262,8 +263,10 @@ class LinuxDataplane:
                     if exc.code != errno.EEXIST:
                         raise
 
-    def _route_to_pod(self, spec: PodLinkSpec) -> None:
-        """Routed mode: the node reaches each pod address through the host end (scope link)."""
+    def _route_to_pod(self, spec: PodLinkSpec, pod_mac: str) -> None:
+        """Routed mode: the node reaches each pod address through the host end (scope link).
+        An IPv6 address is also pinned to the pod's MAC: neighbour discovery from the host end
+        would need its link-local address, which is tentative (DAD) for its first second."""
         ch = self._channel()
         idx = ch.link_index(spec.host_ifname)
         if idx is None:
@@ -271,6 +274,8 @@ class LinuxDataplane:
         for cidr in spec.addresses:
             ip = ipaddress.ip_interface(cidr).ip
             ch.add_route(idx, f"{ip}/{ip.max_prefixlen}")
+            if ip.version == 6:
+                ch.add_neighbour(idx, str(ip), pod_mac)
 
     def begin_delete_pod_link(self, host_ifname: str):
         """Start removing the pair on a helper thread and return a wait() -> bool: the kernel's

@@ -38,6 +38,7 @@ RT_SCOPE_UNIVERSE = 0
 RT_SCOPE_LINK = 253
 RTN_UNICAST = 1
 NUD_PERMANENT = 0x80
+IFA_F_NODAD = 0x02
 
 
 class RtnlChannel:
@@ -163,6 +164,10 @@ class RtnlChannel:
         msg["family"] = socket.AF_INET if iface.version == 4 else socket.AF_INET6
         msg["prefixlen"] = iface.network.prefixlen
         msg["index"] = index
+        if iface.version == 6:
+            # Usable at once: duplicates are ruled out by IPAM, and a pod must not wait out DAD
+            # (about a second) before its first packet, nor see its address go "dadfailed".
+            msg["flags"] = IFA_F_NODAD
         ip = str(iface.ip)
         msg["attrs"] = [("IFA_LOCAL", ip), ("IFA_ADDRESS", ip)] if iface.version == 4 else [("IFA_ADDRESS", ip)]
         self._request(msg, RTM_NEWADDR, _CREATE)

@@ -8,7 +8,9 @@ failure seen elsewhere, see docs/ipam.md):
   else is free, and then the one released longest ago goes first. Rested addresses are taken in
   the pool's numeric order, never "the first free key of a dict", which would be the one just freed;
 - an address the metadata stopped listing stays with its holder (quarantined) and leaves the
-  pool when released.
+  pool when released;
+- dual-stack (an IPv6 pool beside the IPv4 one): a new owner gets one address of each family,
+  both or neither (the node is full when either family is).
 """
 
 from __future__ import annotations
@@ -18,27 +20,32 @@ from .model import Allocation, Cooling, IpamState, NodePool, allocation_key
 
 
 class PoolExhausted(CNIError):
-    def __init__(self, in_use: int, total: int) -> None:
-        super().__init__(NO_ADDRESS_AVAILABLE, f"no address available on this node: {in_use} of {total} in use",
+    def __init__(self, in_use: int, total: int, family: str = "") -> None:
+        what = f"no {family} address" if family else "no address"
+        super().__init__(NO_ADDRESS_AVAILABLE, f"{what} available on this node: {in_use} of {total} in use",
                          "every secondary address of this node's NIC is held by a pod; the node's "
                          "max-pods must not exceed its secondary addresses (see `vnetctl capacity`)")
         self.in_use = in_use
         self.total = total
 
 
-def usage(state: IpamState) -> tuple[int, int]:
-    """(listed addresses held by someone, listed addresses)."""
-    listed = state.pool_ips()
+def usage(state: IpamState, pool: NodePool | None = None) -> tuple[int, int]:
+    """(listed addresses held by someone, listed addresses): of `pool`, else of the first pool
+    (a dual-stack node's capacity is that of its IPv4 pool: its IPv6 pool is far larger)."""
+    pool = pool or state.pool
+    listed = set(pool.addresses) if pool else set()
     held = set(state.holders())
     return len(listed & held), len(listed)
 
 
-def pick_address(state: IpamState, now: float) -> str | None:
-    """The address the next new owner gets, or None when every listed address is held."""
-    if state.pool is None:
+def pick_address(state: IpamState, now: float, pool: NodePool | None = None) -> str | None:
+    """The address the next new owner gets from `pool` (default: the first one), or None when
+    every listed address is held."""
+    pool = pool or state.pool
+    if pool is None:
         return None
     held = state.holders()
-    free = [ip for ip in state.pool.addresses if ip not in held and ip != state.pool.primary]
+    free = [ip for ip in pool.addresses if ip not in held and ip != pool.primary]
     if not free:
         return None
     for ip in free:  # numeric order
@@ -62,14 +69,22 @@ def allocate(state: IpamState, network: str, container_id: str, ifname: str, now
         return existing
     if state.pool is None:
         raise CNIError(TRY_AGAIN_LATER, "no address pool learned yet")
-    ip = pick_address(state, now)
-    if ip is None:
-        raise PoolExhausted(*usage(state))
-    alloc = Allocation(address=state.pool.cidr(ip), gateway=state.pool.gateway, network=network,
+    picked = []
+    for pool in state.pools:
+        ip = pick_address(state, now, pool)
+        if ip is None:
+            family = f"IPv{6 if ':' in pool.subnet else 4}" if state.pool6 is not None else ""
+            raise PoolExhausted(*usage(state, pool), family)
+        picked.append((pool, ip))
+    (pool, ip), six = picked[0], picked[1:]
+    alloc = Allocation(address=pool.cidr(ip), gateway=pool.gateway, network=network,
                        container_id=container_id, ifname=ifname, allocated=now, pod_name=pod_name,
                        pod_namespace=pod_namespace)
+    if six:
+        alloc.address6, alloc.gateway6 = six[0][0].cidr(six[0][1]), six[0][0].gateway
     state.allocations[alloc.key] = alloc
-    state.cooling.pop(ip, None)
+    for _, ip in picked:
+        state.cooling.pop(ip, None)
     forget_rested(state, now)
     return alloc
 
@@ -80,17 +95,22 @@ def release(state: IpamState, key: str, now: float, cooldown: float) -> Allocati
     if alloc is None:
         return None
     forget_rested(state, now)
-    if alloc.ip in state.pool_ips() and cooldown > 0:
-        state.cooling[alloc.ip] = Cooling(released=now, reusable_after=now + cooldown, previous_owner=key)
+    listed = state.pool_ips()
+    for ip in alloc.ips:
+        if ip in listed and cooldown > 0:
+            state.cooling[ip] = Cooling(released=now, reusable_after=now + cooldown, previous_owner=key)
     return alloc
 
 
-def apply_pool(state: IpamState, pool: NodePool, now: float, source: str) -> None:
-    """Adopt a freshly learned pool. Holders of addresses it no longer lists keep them
-    (quarantined, derived from the pool); cooling entries for such addresses are dropped."""
+def apply_pool(state: IpamState, pool: NodePool, now: float, source: str,
+               pool6: NodePool | None = None) -> None:
+    """Adopt a freshly learned pool (and the IPv6 one beside it, dual-stack). Holders of
+    addresses they no longer list keep them (quarantined, derived from the pools); cooling
+    entries for such addresses are dropped."""
     state.pool = pool
+    state.pool6 = pool6
     state.fetched_at = now
     state.pool_source = source
-    listed = set(pool.addresses)
+    listed = state.pool_ips()
     for ip in [ip for ip in state.cooling if ip not in listed]:
         del state.cooling[ip]

@@ -15,7 +15,8 @@ from ..cni._record import FrozenRecord
 from .mac import normalize_mac
 from .model import NodePool
 
-__all__ = ["MetadataError", "normalize_mac", "parse_interfaces", "select_pool", "pool_from_metadata",
+__all__ = ["MetadataError", "normalize_mac", "parse_interfaces", "select_pool", "select_pools",
+           "pool_from_metadata", "pools_from_metadata",
            "render_interfaces", "render_node", "node_interface", "NodePool", "MAX_METADATA_BYTES"]
 
 # 30 addresses take ~2 KiB; even a NIC with hundreds of addresses fits easily.
@@ -151,21 +152,34 @@ def _choose_interface(interfaces: tuple[MetadataInterface, ...], mac: str | None
     )
 
 
-def select_pool(interfaces: tuple[MetadataInterface, ...], mac: str | None = None) -> NodePool:
-    """The pool of the NIC with `mac` (else the primary NIC): the secondary addresses of the
-    subnet holding its primary address (IPv4 preferred). Other subnets are not handed out."""
+def select_pools(interfaces: tuple[MetadataInterface, ...], mac: str | None = None) -> tuple[NodePool, NodePool | None]:
+    """The pools of the NIC with `mac` (else the primary NIC): the secondary addresses of the
+    subnet holding its primary IPv4 address and, dual-stack, those of the subnet holding its
+    primary IPv6 address (listed the same way, `IPSubnet`/`IPAddress`). An IPv6-only NIC gives
+    its IPv6 pool first. Other subnets are not handed out."""
     iface = _choose_interface(interfaces, mac)
-    primaries = sorted(
-        ((a.address.version, s) for s in iface.subnets for a in s.addresses if a.primary),
-        key=lambda pair: pair[0],
-    )
-    if not primaries:
+    by_family: dict[int, list[MetadataSubnet]] = {}
+    for s in iface.subnets:
+        if any(a.primary for a in s.addresses):
+            by_family.setdefault(s.prefix.version, []).append(s)
+    if not by_family:
         raise MetadataError(f"interface {iface.mac} has no primary address")
-    version = primaries[0][0]
-    same_family = [s for v, s in primaries if v == version]
-    if len(same_family) > 1:
-        raise MetadataError(f"interface {iface.mac} has {len(same_family)} primary IPv{version} addresses")
-    subnet = same_family[0]
+    pools = []
+    for version in sorted(by_family):
+        subnets = by_family[version]
+        n_primary = sum(1 for s in subnets for a in s.addresses if a.primary)
+        if n_primary > 1:
+            raise MetadataError(f"interface {iface.mac} has {n_primary} primary IPv{version} addresses")
+        pools.append(_pool_of(iface, subnets[0]))
+    return pools[0], (pools[1] if len(pools) > 1 else None)
+
+
+def select_pool(interfaces: tuple[MetadataInterface, ...], mac: str | None = None) -> NodePool:
+    """The first pool of select_pools (IPv4 when the NIC has an IPv4 primary address)."""
+    return select_pools(interfaces, mac)[0]
+
+
+def _pool_of(iface: MetadataInterface, subnet: MetadataSubnet) -> NodePool:
     primary = next(a.address for a in subnet.addresses if a.primary)
     network = subnet.prefix
     gateway = network.network_address + 1
@@ -196,6 +210,10 @@ def pool_from_metadata(raw: bytes, mac: str | None = None) -> NodePool:
     return select_pool(parse_interfaces(raw), mac)
 
 
+def pools_from_metadata(raw: bytes, mac: str | None = None) -> tuple[NodePool, NodePool | None]:
+    return select_pools(parse_interfaces(raw), mac)
+
+
 def render_interfaces(interfaces: Iterable[MetadataInterface]) -> bytes:
     """The XML NMAgent would answer for these interfaces (for the simulator and tests)."""
     lines = ["<Interfaces>"]
@@ -212,15 +230,23 @@ def render_interfaces(interfaces: Iterable[MetadataInterface]) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
-def node_interface(mac: str, subnet: str, primary: str, secondaries: Iterable[str],
-                   is_primary: bool = True) -> MetadataInterface:
-    """One NIC as the metadata lists it: its primary address, then its secondary ones."""
-    prefix = ipaddress.ip_network(subnet)
+def _subnet(subnet: str, primary: str, secondaries: Iterable[str]) -> MetadataSubnet:
     addresses = [MetadataAddress(ipaddress.ip_address(primary), True)]
     addresses += [MetadataAddress(ipaddress.ip_address(a), False) for a in secondaries]
-    return MetadataInterface(normalize_mac(mac), is_primary, (MetadataSubnet(prefix, tuple(addresses)),))
+    return MetadataSubnet(ipaddress.ip_network(subnet), tuple(addresses))
 
 
-def render_node(mac: str, subnet: str, primary: str, secondaries: Iterable[str]) -> bytes:
-    """The answer for a node with one NIC (the common case)."""
-    return render_interfaces([node_interface(mac, subnet, primary, secondaries)])
+def node_interface(mac: str, subnet: str, primary: str, secondaries: Iterable[str],
+                   is_primary: bool = True, ipv6: tuple[str, str, Iterable[str]] | None = None) -> MetadataInterface:
+    """One NIC as the metadata lists it: its primary address, then its secondary ones; with
+    `ipv6` = (subnet, primary, secondaries), dual-stack: the IPv6 subnet listed the same way."""
+    subnets = [_subnet(subnet, primary, secondaries)]
+    if ipv6 is not None:
+        subnets.append(_subnet(*ipv6))
+    return MetadataInterface(normalize_mac(mac), is_primary, tuple(subnets))
+
+
+def render_node(mac: str, subnet: str, primary: str, secondaries: Iterable[str],
+                ipv6: tuple[str, str, Iterable[str]] | None = None) -> bytes:
+    """The answer for a node with one NIC (the common case), dual-stack with `ipv6`."""
+    return render_interfaces([node_interface(mac, subnet, primary, secondaries, ipv6=ipv6)])

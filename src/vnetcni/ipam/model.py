@@ -13,7 +13,11 @@
  "cooling": {"10.240.0.37": {"released": "...", "reusableAfter": "...", "previousOwner": "..."}},
  "recovered": ["ipam.json.corrupt-20240501T120000-4242"]}
 ```
-`pool` is null until the metadata was read once. An allocation whose address the pool no longer
+`pool` is null until the metadata was read once. Dual-stack: when the NIC lists an IPv6 subnet
+beside its IPv4 one, `pool6` holds that subnet's pool (same form as `pool`; absent or null on a
+single-stack node) and every allocation also carries `address6` and `gateway6` (absent when the
+owner got no IPv6 address, e.g. allocated before the node went dual-stack). An IPv6-only NIC
+uses `pool` and `address` like an IPv4-only one. An allocation whose address the pool no longer
 lists is *quarantined* (derived, not stored): it stays until released, and is never handed out.
 `recovered` names the corrupt files a `vnetctl ipam --rebuild` has accounted for.
 Times are ISO 8601 (UTC) on disk and epoch seconds in memory.
@@ -105,9 +109,11 @@ class NodePool(FrozenRecord):
 
 class Allocation(Record):
     __slots__ = ("address", "gateway", "network", "container_id", "ifname", "allocated",
-                 "pod_name", "pod_namespace")
+                 "pod_name", "pod_namespace", "address6", "gateway6")
     address: str  # CIDR, e.g. "10.240.0.36/16"
     gateway: str
+    address6: str  # dual-stack: the IPv6 address beside it (CIDR), else ""
+    gateway6: str
     network: str
     container_id: str
     ifname: str
@@ -116,9 +122,12 @@ class Allocation(Record):
     pod_namespace: str
 
     def __init__(self, address: str, gateway: str, network: str, container_id: str, ifname: str,
-                 allocated: float, pod_name: str = "", pod_namespace: str = "") -> None:
+                 allocated: float, pod_name: str = "", pod_namespace: str = "", address6: str = "",
+                 gateway6: str = "") -> None:
         self.address = address
         self.gateway = gateway
+        self.address6 = address6
+        self.gateway6 = gateway6
         self.network = network
         self.container_id = container_id
         self.ifname = ifname
@@ -131,6 +140,17 @@ class Allocation(Record):
         return ip_of(self.address)
 
     @property
+    def ips(self) -> tuple[str, ...]:
+        """Every address it holds (no prefix): one, or one per family."""
+        return (ip_of(self.address), ip_of(self.address6)) if self.address6 else (ip_of(self.address),)
+
+    @property
+    def addresses(self) -> tuple[tuple[str, str], ...]:
+        """(CIDR, gateway) per family held."""
+        first = ((self.address, self.gateway),)
+        return first + ((self.address6, self.gateway6),) if self.address6 else first
+
+    @property
     def key(self) -> str:
         return allocation_key(self.network, self.container_id, self.ifname)
 
@@ -141,9 +161,12 @@ class Allocation(Record):
         return f"{self.pod_namespace}/{self.pod_name}" if self.pod_namespace else self.pod_name
 
     def to_doc(self) -> dict:
-        return {"address": self.address, "gateway": self.gateway, "network": self.network,
-                "containerId": self.container_id, "ifName": self.ifname, "podName": self.pod_name,
-                "podNamespace": self.pod_namespace, "allocated": iso(self.allocated)}
+        doc = {"address": self.address, "gateway": self.gateway, "network": self.network,
+               "containerId": self.container_id, "ifName": self.ifname, "podName": self.pod_name,
+               "podNamespace": self.pod_namespace, "allocated": iso(self.allocated)}
+        if self.address6:
+            doc.update(address6=self.address6, gateway6=self.gateway6)
+        return doc
 
     @classmethod
     def from_doc(cls, d: object) -> "Allocation":
@@ -155,10 +178,13 @@ class Allocation(Record):
         gateway = _str(d, "gateway")
         if not looks_like_ip(gateway):
             raise ValueError(f"allocation gateway {gateway!r} is not an address")
+        address6, gateway6 = _str(d, "address6", ""), _str(d, "gateway6", "")
+        if address6 and not (looks_like_cidr(address6) and ":" in address6 and looks_like_ip(gateway6)):
+            raise ValueError(f"allocation address6 {address6!r} / gateway6 {gateway6!r} is not IPv6")
         return cls(address=address, gateway=gateway, network=_str(d, "network"),
                    container_id=_str(d, "containerId"), ifname=_str(d, "ifName"),
                    allocated=from_iso(d.get("allocated")), pod_name=_str(d, "podName", ""),
-                   pod_namespace=_str(d, "podNamespace", ""))
+                   pod_namespace=_str(d, "podNamespace", ""), address6=address6, gateway6=gateway6)
 
 
 class Cooling(Record):
@@ -252,8 +278,9 @@ def _pool_from_doc(d: object) -> tuple[NodePool, float | None, str]:
 
 
 class IpamState(Record):
-    __slots__ = ("pool", "fetched_at", "pool_source", "refresh", "allocations", "cooling", "recovered")
+    __slots__ = ("pool", "pool6", "fetched_at", "pool_source", "refresh", "allocations", "cooling", "recovered")
     pool: NodePool | None
+    pool6: NodePool | None  # dual-stack: the IPv6 pool beside an IPv4 `pool`
     fetched_at: float | None
     pool_source: str
     refresh: RefreshRecord
@@ -263,6 +290,7 @@ class IpamState(Record):
 
     def __init__(self) -> None:
         self.pool = None
+        self.pool6 = None
         self.fetched_at = None
         self.pool_source = ""
         self.refresh = RefreshRecord()
@@ -270,23 +298,29 @@ class IpamState(Record):
         self.cooling = {}
         self.recovered = []
 
+    @property
+    def pools(self) -> tuple[NodePool, ...]:
+        """Every pool known: one per IP family the NIC has (IPv4 first)."""
+        return tuple(p for p in (self.pool, self.pool6) if p is not None)
+
     def pool_ips(self) -> set[str]:
-        return set(self.pool.addresses) if self.pool else set()
+        return {ip for p in self.pools for ip in p.addresses}
 
     def holders(self) -> dict[str, Allocation]:
-        """Address (no prefix) -> the allocation holding it."""
-        return {a.ip: a for a in self.allocations.values()}
+        """Address (no prefix) -> the allocation holding it (both families)."""
+        return {ip: a for a in self.allocations.values() for ip in a.ips}
 
     def quarantined(self) -> list[Allocation]:
-        """Allocations whose address the metadata no longer lists."""
+        """Allocations holding an address the metadata no longer lists."""
         listed = self.pool_ips()
-        return [a for a in self.allocations.values() if a.ip not in listed]
+        return [a for a in self.allocations.values() if any(ip not in listed for ip in a.ips)]
 
     def to_doc(self) -> dict:
         return {
             "kind": KIND,
             "schemaVersion": SCHEMA_VERSION,
             "pool": None if self.pool is None else _pool_to_doc(self.pool, self.fetched_at, self.pool_source),
+            **({"pool6": _pool_to_doc(self.pool6, self.fetched_at, self.pool_source)} if self.pool6 else {}),
             "refresh": self.refresh.to_doc(),
             "allocations": {k: a.to_doc() for k, a in sorted(self.allocations.items())},
             "cooling": {ip: c.to_doc() for ip, c in sorted(self.cooling.items())},
@@ -306,6 +340,8 @@ class IpamState(Record):
         state = cls()
         if doc.get("pool") is not None:
             state.pool, state.fetched_at, state.pool_source = _pool_from_doc(doc["pool"])
+        if doc.get("pool6") is not None:
+            state.pool6 = _pool_from_doc(doc["pool6"])[0]
         state.refresh = RefreshRecord.from_doc(doc.get("refresh"))
         allocations = doc.get("allocations") or {}
         if not isinstance(allocations, dict):
@@ -315,9 +351,10 @@ class IpamState(Record):
             alloc = Allocation.from_doc(raw)
             if alloc.key != key:
                 raise ValueError(f"allocation {key!r} describes {alloc.key!r}")
-            if alloc.ip in seen:
-                raise ValueError(f"address {alloc.ip} is held by both {seen[alloc.ip]!r} and {key!r}")
-            seen[alloc.ip] = key
+            for ip in alloc.ips:
+                if ip in seen:
+                    raise ValueError(f"address {ip} is held by both {seen[ip]!r} and {key!r}")
+                seen[ip] = key
             state.allocations[key] = alloc
         cooling = doc.get("cooling") or {}
         if not isinstance(cooling, dict):

@@ -29,13 +29,15 @@ __all__ = ["IpamPlugin", "refresh_pool", "RefreshOutcome", "build_result"]
 
 
 def build_result(alloc: Allocation, cfg: IpamConfig) -> Result:
-    """ips (the subnet's prefix, its first host as gateway), routes (configured, else a default
-    route via the gateway) and dns (configured)."""
+    """ips (per family held: the subnet's prefix, its first host as gateway), routes (configured,
+    else a default route per family via its gateway) and dns (configured)."""
     if cfg.routes is not None:
         routes = list(cfg.routes)  # the config is parsed per call: nobody else holds these
     else:
-        routes = [Route(dst="::/0" if ":" in alloc.address else "0.0.0.0/0", gw=alloc.gateway)]
-    return Result(ips=[IPConfig(address=alloc.address, gateway=alloc.gateway)], routes=routes, dns=cfg.dns)
+        routes = [Route(dst="::/0" if ":" in address else "0.0.0.0/0", gw=gateway)
+                  for address, gateway in alloc.addresses]
+    return Result(ips=[IPConfig(address=address, gateway=gateway) for address, gateway in alloc.addresses],
+                  routes=routes, dns=cfg.dns)
 
 
 def _no_pool_error(state: IpamState, cfg: IpamConfig) -> CNIError:
@@ -144,14 +146,16 @@ class IpamPlugin:
         if alloc is None:
             raise CNIError(UNKNOWN_CONTAINER, f"no address is allocated to container {inv.container_id} "
                                               f"interface {inv.ifname} on network {conf.name}")
-        if state.pool is not None and alloc.ip not in state.pool_ips():
-            raise CNIError(CHECK_FAILED, f"address {alloc.address} is no longer listed by the node's "
-                                         "metadata (quarantined until the pod is deleted)")
+        if state.pool is not None:
+            for ip in alloc.ips:
+                if ip not in state.pool_ips():
+                    raise CNIError(CHECK_FAILED, f"address {ip} is no longer listed by the node's "
+                                                 "metadata (quarantined until the pod is deleted)")
         prev = conf.prev_result or {}
         prev_ips = {ip_of(str(ip.get("address", ""))) for ip in prev.get("ips") or [] if isinstance(ip, dict)}
-        if prev_ips and alloc.ip not in prev_ips:
+        if prev_ips and set(alloc.ips) - prev_ips:
             raise CNIError(CHECK_FAILED, f"prevResult lists {', '.join(sorted(prev_ips))} but IPAM "
-                                         f"holds {alloc.address} for this container")
+                                         f"holds {', '.join(a for a, _ in alloc.addresses)} for this container")
 
     def status(self, inv: Invocation, conf: NetConf) -> None:
         """Ready when a pool is known, or can be learned now."""

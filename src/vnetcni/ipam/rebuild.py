@@ -105,11 +105,25 @@ def _endpoint_allocation(name: str, rec: object, state: IpamState, now: float) -
         created = from_iso(rec.get("created"))
     except ValueError:
         created = now
-    iface, cidr = candidates[0]
-    gateway = str(iface.network.network_address + 1)  # the subnet's first host, as the pool's
+    address, gateway = _as_allocated(state, *candidates[0])
     pod_name, pod_namespace = rec.get("podName") or "", rec.get("podNamespace") or ""
-    return Allocation(address=cidr, gateway=gateway, network=fields[0], container_id=fields[1],
-                      ifname=fields[2], allocated=created, pod_name=str(pod_name), pod_namespace=str(pod_namespace))
+    alloc = Allocation(address=address, gateway=gateway, network=fields[0], container_id=fields[1],
+                       ifname=fields[2], allocated=created, pod_name=str(pod_name), pod_namespace=str(pod_namespace))
+    if state.pool6 is not None:  # dual-stack: the record's address in the IPv6 pool's subnet
+        subnet6 = ipaddress.ip_network(state.pool6.subnet)
+        six = [c for c in candidates[1:] if c[0].version == 6 and c[0].ip in subnet6]
+        if six:
+            alloc.address6, alloc.gateway6 = _as_allocated(state, *six[0])
+    return alloc
+
+
+def _as_allocated(state: IpamState, iface, cidr: str) -> tuple[str, str]:
+    """(address, gateway) as vnet-ipam hands them out: with the pool's prefix and gateway when a
+    pool holds the address (a transparent-mode record says /32 or /128), else as recorded."""
+    for pool in state.pools:
+        if iface.ip in ipaddress.ip_network(pool.subnet):
+            return pool.cidr(str(iface.ip)), pool.gateway
+    return cidr, str(iface.network.network_address + 1)  # the subnet's first host, as the pool's
 
 
 def rebuild(state_dir: str, clock: Callable[[], float] = time.time) -> RebuildReport:
@@ -136,14 +150,15 @@ def rebuild(state_dir: str, clock: Callable[[], float] = time.time) -> RebuildRe
                     report.conflicts.append(f"{alloc.key}: ipam.json holds {mine.address}, "
                                             f"its endpoint {alloc.address}; kept {mine.address}")
                 continue
-            other = holders.get(alloc.ip)
+            other = next((holders[ip] for ip in alloc.ips if ip in holders), None)
             if other is not None:
                 report.conflicts.append(f"{alloc.address}: claimed by {alloc.key} and held by "
                                         f"{other.key}; kept {other.key}")
                 continue
             state.allocations[alloc.key] = alloc
-            holders[alloc.ip] = alloc
-            state.cooling.pop(alloc.ip, None)
+            for ip in alloc.ips:
+                holders[ip] = alloc
+                state.cooling.pop(ip, None)
             report.adopted.append(allocation_key(alloc.network, alloc.container_id, alloc.ifname))
         pending = store.unrecovered(state)
         state.recovered = sorted(set(state.recovered) | set(pending))

@@ -64,11 +64,11 @@ def _wait_for_outcome(store: IpamStore, cfg: IpamConfig, state: IpamState, now: 
     return state
 
 
-def _fetch(cfg: IpamConfig, source) -> tuple[NodePool | None, str]:
-    from .metadata import MetadataError, pool_from_metadata
+def _fetch(cfg: IpamConfig, source) -> tuple[tuple[NodePool, NodePool | None] | None, str]:
+    from .metadata import MetadataError, pools_from_metadata
 
     try:
-        return pool_from_metadata(source.fetch(), cfg.mac), ""
+        return pools_from_metadata(source.fetch(), cfg.mac), ""
     except MetadataError as exc:
         return None, str(exc)
     except Exception as exc:  # a broken source must not break allocation from the last pool
@@ -101,11 +101,11 @@ def refresh_pool(conf: "IpamConfig | object", *, source_factory: SourceFactory |
         if state.pool is None and wait_if_unknown:
             state = _wait_for_outcome(store, cfg, state, now)
         return _skipped(state)
-    pool, error = _fetch(cfg, source)
+    pools, error = _fetch(cfg, source)
     with store.transaction() as state:
         done = max(clock(), now)
         state.refresh.last_outcome = done
         state.refresh.last_error = error
-        if pool is not None:
-            apply_pool(state, pool, done, source.description)
+        if pools is not None:
+            apply_pool(state, pools[0], done, source.description, pool6=pools[1])
         return RefreshOutcome(attempted=True, error=error, pool=state.pool)
