@@ -168,6 +168,34 @@ def test_check_fails_when_a_pod_port_loses_hairpin(cluster):
         kernel.ip(node.netns, "link", "set", pod.host_ifname, "type", "bridge_slave", "hairpin", "on")
 
 
+def test_vnetd_readiness_follows_the_node_prerequisites(cluster):
+    """STATUS through the node's front door is answered by the node's vnetd: ready on a node
+    configured as Kubernetes nodes are, code 50 with the fix once forwarding is off."""
+    node = cluster.rec.node("node1")
+    with open(node.conflist) as f:
+        conflist = json.load(f)
+    conf = dict(conflist["plugins"][0], cniVersion="1.1.0", name=conflist["name"])
+    vnet = os.path.join(node.cniBinDir, "vnet")
+    log = os.path.join(cluster.rec.directory, node.name, "vnetd.log")
+
+    def answered_by_vnetd() -> int:
+        with open(log) as f:
+            return f.read().count('"verb":"STATUS"')
+
+    before = answered_by_vnetd()
+    res = run_plugin(vnet, "STATUS", conf, node=node.netns, cni_path=node.cniBinDir)
+    assert res.ok, res
+    kernel.exec_in(node.netns, ["sysctl", "-q", "-w", "net.ipv4.ip_forward=0"])  # the node's namespace
+    try:
+        res = run_plugin(vnet, "STATUS", conf, node=node.netns, cni_path=node.cniBinDir)
+    finally:
+        kernel.exec_in(node.netns, ["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"])
+    assert not res.ok and res.out["code"] == 50, res
+    assert "sysctl -w net.ipv4.ip_forward=1" in res.out["msg"]
+    assert answered_by_vnetd() == before + 2
+    assert cluster.call("c", cluster.web.clusterIP).ok  # forwarding is back
+
+
 def test_a_deleted_endpoint_leaves_the_service(cluster):
     """Runs last: s2 goes, `spread` keeps answering from s1 only."""
     s2 = cluster.pod.pop("s2")
