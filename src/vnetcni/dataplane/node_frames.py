@@ -28,15 +28,15 @@ a MAC match needs); this runs on the cold path only, when vnet sets up its bridg
 from __future__ import annotations
 
 import errno
-import os
 import socket
 import struct
 
 from pyroute2.netlink.exceptions import NetlinkError
 
+from .rtnl import RtnlChannel
+
 RTM_NEWQDISC, RTM_NEWTFILTER, RTM_DELTFILTER, RTM_GETTFILTER = 36, 44, 45, 46
 NLM_F_REQUEST, NLM_F_ACK, NLM_F_EXCL, NLM_F_CREATE, NLM_F_DUMP = 0x1, 0x4, 0x200, 0x400, 0x300
-NLMSG_ERROR, NLMSG_DONE = 2, 3
 NLA_F_NESTED = 0x8000
 TC_H_CLSACT = 0xFFFFFFF1
 TC_H_INGRESS = 0xFFFFFFF2  # clsact's ingress hook
@@ -50,7 +50,6 @@ TCA_INGRESS_REDIR = 3
 TC_U32_TERMINAL = 1
 PRIORITY = 0x2A  # the filter's preference on the uplink's ingress; vnet owns it
 
-_NLMSG = struct.Struct("=IHHII")
 _TCMSG = struct.Struct("=BxxxiIII")
 
 
@@ -87,43 +86,6 @@ def _redirect_filter(uplink: int, bridge: int, mac: str) -> bytes:
             + _nest(TCA_OPTIONS, _attr(TCA_U32_SEL, sel), _nest(TCA_U32_ACT, action)))
 
 
-class _Socket:
-    def __init__(self) -> None:
-        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, 0)
-        self.sock.bind((0, 0))
-        self.sock.settimeout(5.0)
-        self.seq = 0
-
-    def close(self) -> None:
-        self.sock.close()
-
-    def request(self, mtype: int, flags: int, payload: bytes) -> list[tuple[int, bytes]]:
-        """Send one request; the messages of the answer (type, payload) up to the ACK or DONE.
-        A kernel error is raised as NetlinkError."""
-        self.seq += 1
-        self.sock.send(_NLMSG.pack(_NLMSG.size + len(payload), mtype, flags, self.seq, 0) + payload)
-        out = []
-        while True:
-            data = self.sock.recv(65536)
-            offset = 0
-            while offset + _NLMSG.size <= len(data):
-                length, typ, _f, seq, _pid = _NLMSG.unpack_from(data, offset)
-                if length < _NLMSG.size:
-                    raise NetlinkError(errno.EPROTO, "malformed netlink answer")
-                body = data[offset + _NLMSG.size:offset + length]
-                offset += (length + 3) & ~3
-                if seq != self.seq:
-                    continue
-                if typ == NLMSG_ERROR:
-                    code = -struct.unpack_from("=i", body)[0]
-                    if code:
-                        raise NetlinkError(code, os.strerror(code))
-                    return out
-                if typ == NLMSG_DONE:
-                    return out
-                out.append((typ, body))
-
-
 def _attrs(buf: bytes) -> dict[int, bytes]:
     out, offset = {}, 0
     while offset + 4 <= len(buf):
@@ -151,10 +113,10 @@ def _redirect_target(body: bytes) -> int | None:
 
 def installed(uplink: int) -> list[int]:
     """The bridges (ifindex) our filter on the uplink redirects to; [] when none is there."""
-    sock = _Socket()
+    sock = RtnlChannel()
     try:
         try:
-            answer = sock.request(RTM_GETTFILTER, NLM_F_REQUEST | NLM_F_DUMP,
+            answer = sock.request_raw(RTM_GETTFILTER, NLM_F_REQUEST | NLM_F_DUMP,
                                   _tcmsg(uplink, TC_H_INGRESS, info=_filter_info()))
         except NetlinkError as exc:
             if exc.code in (errno.EINVAL, errno.ENOENT):  # no clsact qdisc on the uplink
@@ -177,18 +139,18 @@ def ensure(uplink: int, bridge: int, mac: str) -> None:
     targets = installed(uplink)
     if targets == [bridge]:
         return
-    sock = _Socket()
+    sock = RtnlChannel()
     try:
         try:
-            sock.request(RTM_NEWQDISC, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
+            sock.request_raw(RTM_NEWQDISC, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
                          _tcmsg(uplink, TC_H_CLSACT, handle=0xFFFF0000) + _attr(TCA_KIND, b"clsact\0"))
         except NetlinkError as exc:
             if exc.code != errno.EEXIST:
                 raise
         if targets:
-            sock.request(RTM_DELTFILTER, NLM_F_REQUEST | NLM_F_ACK,
+            sock.request_raw(RTM_DELTFILTER, NLM_F_REQUEST | NLM_F_ACK,
                          _tcmsg(uplink, TC_H_INGRESS, info=_filter_info()))
-        sock.request(RTM_NEWTFILTER, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
+        sock.request_raw(RTM_NEWTFILTER, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
                      _redirect_filter(uplink, bridge, mac))
     finally:
         sock.close()

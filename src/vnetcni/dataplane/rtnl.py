@@ -65,13 +65,28 @@ class RtnlChannel:
         """Send one request; return the answering message (a GET) or None (an ACK).
         A kernel error is raised as pyroute2's NetlinkError (its errno in .code)."""
         self._seq += 1
-        seq = self._seq
         msg["header"]["type"] = mtype
         msg["header"]["flags"] = flags
-        msg["header"]["sequence_number"] = seq
+        msg["header"]["sequence_number"] = self._seq
         msg.encode()
         self._sock.send(msg.data)
         answer = None
+        for _typ, chunk in self._answers(self._seq):
+            answer = chunk
+            if not flags & NLM_F_ACK:
+                break
+        return answer
+
+    def request_raw(self, mtype: int, flags: int, payload: bytes) -> list[tuple[int, bytes]]:
+        """A request whose body the caller encoded (for messages pyroute2 cannot express): the
+        answer's messages as (type, body without the netlink header), up to the ACK or DONE."""
+        self._seq += 1
+        self._sock.send(_HEADER.pack(_HEADER.size + len(payload), mtype, flags, self._seq, 0) + payload)
+        return [(typ, chunk[_HEADER.size:]) for typ, chunk in self._answers(self._seq)]
+
+    def _answers(self, seq: int):
+        """The messages answering request `seq` (type, whole message) until its ACK or DONE; a
+        kernel error is raised as NetlinkError."""
         while True:
             data = self._sock.recv(65536)
             offset = 0
@@ -87,12 +102,10 @@ class RtnlChannel:
                     code = -struct.unpack_from("=i", chunk, _HEADER.size)[0]
                     if code:
                         raise NetlinkError(code, os.strerror(code))
-                    return answer
+                    return
                 if typ == NLMSG_DONE:
-                    return answer
-                answer = chunk
-                if not flags & NLM_F_ACK:
-                    return answer
+                    return
+                yield typ, chunk
 
     # --- links -----------------------------------------------------------------------------
     def link_index(self, name: str) -> int | None:
