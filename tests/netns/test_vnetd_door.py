@@ -110,6 +110,12 @@ def test_vnetd_in_another_mount_namespace_serves_pods_created_after_it(cni_bin, 
     bad = run_plugin(vnet, "ADD", conf, node=node_ns, container_id="ctr1", netns=str(bogus), cni_path=cni_bin)
     assert bad.code == 1 and "not a network namespace" in bad.out["msg"], bad
     assert d.served()[-1]["verb"] == "ADD" and allocations(state_dir) == {}
+    # in-process (no vnetd for this state directory) answers the same
+    other = str(tmp_path / "in-process")
+    os.makedirs(other)
+    same = run_plugin(vnet, "ADD", conf_for(other, tmp_path), node=node_ns, container_id="ctr1", netns=str(bogus),
+                      cni_path=cni_bin)
+    assert (same.code, same.out) == (bad.code, bad.out)
 
 
 @pytest.mark.parametrize("front", ["compiled", "python"])

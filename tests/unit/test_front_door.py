@@ -158,13 +158,15 @@ def test_the_pod_netns_travels_as_a_descriptor(doors, stand_in, tmp_path, kind):
     s = stand_in("answer")
     c = conf(tmp_path)
     mine = os.stat("/proc/self/ns/net")
-    for netns in ("/proc/self/ns/net", str(tmp_path / "gone")):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)  # opening it must not block the front door (vnetd then refuses it)
+    for netns in ("/proc/self/ns/net", str(tmp_path / "gone"), str(fifo)):
         if kind == "python":
             code, out, _ = run_python("ADD", c, netns=netns)
         else:
-            code, out, _, _ = run_door(doors[kind], "ADD", c, netns=netns)
+            code, out, _, _ = run_door(doors[kind], "ADD", c, netns=netns, timeout=10)
         assert code == 0, out
-    (first, fds), (second, none) = s.requests
+    (first, fds), (second, none), _ = s.requests
     assert protocol.decode_request(first).wants_fd and fds == [(mine.st_dev, mine.st_ino)]
     assert protocol.decode_request(second).netns_errno == 2 and none == []
     assert protocol.decode_request(first).timeout == 5.0  # NodeLayout's default
@@ -246,3 +248,19 @@ def test_sigpipe_is_ignored_even_when_inherited_as_default(doors, stand_in, tmp_
                           capture_output=True, timeout=30,
                           preexec_fn=lambda: signal.signal(signal.SIGPIPE, signal.SIG_DFL))
     assert proc.returncode == 1 and json.loads(proc.stdout)["code"] == 11
+
+
+def test_vnetctl_install_no_fallback_puts_no_python_on_the_host(tmp_path):
+    from typer.testing import CliRunner
+
+    from vnetcni.cli.main import app
+
+    res = CliRunner().invoke(app, ["install", "--cni-bin-dir", str(tmp_path / "bin"), "--create-dirs", "--no-fallback"])
+    assert res.exit_code == 0, res.output
+    assert sorted(os.listdir(tmp_path / "bin")) == ["vnet", "vnet-ipam"]  # no .vnet-cni entries
+    for name in ("vnet", "vnet-ipam"):
+        data = (tmp_path / "bin" / name).read_bytes()
+        assert b"python" not in data.lower() and b".vnet-cni" not in data
+        interp = subprocess.run(["readelf", "-l", str(tmp_path / "bin" / name)], capture_output=True, text=True)
+        if interp.returncode == 0:
+            assert "INTERP" not in interp.stdout, "linked statically: the host needs no loader"

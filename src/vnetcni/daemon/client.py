@@ -71,7 +71,7 @@ def _open_pod_netns(path: str) -> tuple[int | None, str]:
     if not path:
         return None, ""
     try:
-        return os.open(path, os.O_RDONLY | os.O_CLOEXEC), protocol.POD_NETNS_FD
+        return os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY), protocol.POD_NETNS_FD
     except OSError as exc:
         return None, f"errno:{exc.errno}"
 

@@ -39,7 +39,7 @@ def setns(fd: int, nstype: int = CLONE_NEWNET) -> None:
 def is_netns(path: str) -> bool:
     """True if path is a network namespace (a bind mount of nsfs, or /proc/PID/ns/net)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
     except OSError:
         return False
     try:
@@ -70,7 +70,7 @@ def open_netns(path: str) -> int:
 
     served = getattr(_caller, "ns", None)
     if served is None:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
     else:
         cpath, cfd, error = served
         if path != cpath or not path:

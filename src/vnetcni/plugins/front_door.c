@@ -724,7 +724,7 @@ int main(int argc, char **argv) {
     int nsfd = -1;
     char pod_netns[32] = "";
     if (netns && *netns) {
-        nsfd = open(netns, O_RDONLY | O_CLOEXEC);
+        nsfd = open(netns, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY); /* never blocks (a FIFO) */
         if (nsfd >= 0) strcpy(pod_netns, "fd");
         else snprintf(pod_netns, sizeof pod_netns, "errno:%d", errno);
     }
