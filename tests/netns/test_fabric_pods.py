@@ -55,7 +55,9 @@ def cluster(tmp_path_factory):
         name = f"p{uuid.uuid4().hex[:6]}"
         # vnetd (when installed) keeps 90 pods x (ADD + 2 DELs) fast; the in-process path is
         # covered by test_plugins_in_process_without_vnetd below.
-        rec = fabric.up(fabric.FabricOptions(name=name, nodes=NODES, ips_per_node=IPS, vnetd=True))
+        # Reuse cooldown 0 (a node's default is 30 s): the tests below reuse a released address at once.
+        rec = fabric.up(fabric.FabricOptions(name=name, nodes=NODES, ips_per_node=IPS, vnetd=True,
+                                             reuse_cooldown=0))
         try:
             c = Cluster(rec)
             jobs = [(n.name, f"pod-{n.name}-{i}") for i in range(IPS) for n in rec.nodes]
@@ -144,7 +146,7 @@ def test_capacity_is_the_secondary_count_and_pod_31_fails_cleanly_until_one_is_d
     assert victim.netns not in kernel.netns_list()
     assert victim.host_ifname not in cluster.node_links("node1")
     again = cluster.add("node1", "one-too-many")
-    assert again.address == victim.address  # the only free address (reuse cooldown 0 in the fabric)
+    assert again.address == victim.address  # the only free address (reuse cooldown 0 in this fabric)
 
 
 def test_status_lists_every_pod_and_node(cluster):
@@ -154,7 +156,7 @@ def test_status_lists_every_pod_and_node(cluster):
     data = json.loads(out.stdout)
     assert data["healthy"] is True
     assert len(data["pods"]) == NODES * IPS
-    assert [(n["name"], n["pods"], n["pool"]["in use"]) for n in data["nodes"]] == \
+    assert [(n["name"], n["pods"], n["pool"]["in_use"]) for n in data["nodes"]] == \
         [(f"node{i}", IPS, IPS) for i in range(1, NODES + 1)]
 
 
@@ -173,7 +175,7 @@ def test_plugins_in_process_without_vnetd(tmp_path, monkeypatch):
     monkeypatch.setenv("VNET_SIM_PREFIX", PREFIX)
     monkeypatch.setenv("VNET_SIM_ROOT", str(tmp_path / "sim"))
     name = f"i{uuid.uuid4().hex[:6]}"
-    rec = fabric.up(fabric.FabricOptions(name=name, nodes=2, ips_per_node=2, vnetd=False))
+    rec = fabric.up(fabric.FabricOptions(name=name, nodes=2, ips_per_node=2, vnetd=False, reuse_cooldown=0))
     try:
         assert all(n.vnetdPid is None for n in rec.nodes)
         c = Cluster(rec)

@@ -145,13 +145,16 @@ def test_up_after_a_killed_run_recovers_and_down_then_removes_everything(sim_env
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+    finished = False
     if fabric.is_healthy(sim_env):  # the first run was quicker than the kill: crash one of its daemons
         os.kill(model.load(sim_env).nodes[0].metadataPid, signal.SIGKILL)
+        finished = True
     orphans = [p for ns in _owned(sim_env) for p in kernel.netns_pids(ns)]
     assert _owned(sim_env)  # the killed run left namespaces behind
     _wait_for(lambda: not fabric.is_healthy(sim_env), "the fabric to count as crashed")
 
-    rec = fabric.up(fabric.FabricOptions(name=sim_env, nodes=2, ips_per_node=3))
+    # A run that finished is a fabric that is up (degraded): rebuilding it takes --replace.
+    rec = fabric.up(fabric.FabricOptions(name=sim_env, nodes=2, ips_per_node=3, replace=finished))
     try:
         assert fabric.is_healthy(sim_env)
         assert not any(processes.alive(p) for p in orphans)
@@ -187,9 +190,9 @@ def test_bad_options_are_refused_before_anything_is_built(sim_env):
 
 
 def test_cli_reports_errors_readably(sim_env):
-    out = subprocess.run([VNETCTL, "fabric", "status", "--name", sim_env], capture_output=True, text=True)
-    assert out.returncode == 1
+    out = subprocess.run([VNETCTL, "fabric", "status", "--fabric", sim_env], capture_output=True, text=True)
+    assert out.returncode == 3  # not found
     assert "is not up" in out.stderr and "Traceback" not in out.stderr
-    out = subprocess.run([VNETCTL, "fabric", "up", "--name", sim_env, "--subnet", "10.0.0.0/30"],
+    out = subprocess.run([VNETCTL, "fabric", "up", "--fabric", sim_env, "--subnet", "10.0.0.0/30"],
                          capture_output=True, text=True)
-    assert out.returncode == 1 and "too small" in out.stderr
+    assert out.returncode == 2 and "too small" in out.stderr  # bad input

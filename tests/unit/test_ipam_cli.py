@@ -52,12 +52,12 @@ def busy_node(state_dir):
 def test_ipam_json_lists_every_address_with_its_status(cli, busy_node):
     res = cli("ipam", "--state-dir", busy_node, "--json")
     assert res.exit_code == 0, res.output
-    data = json.loads(res.output)
+    data = json.loads(res.stdout)
     by_addr = {row["address"]: row for row in data["addresses"]}
     assert by_addr["10.240.0.36"]["status"] == "quarantined" and by_addr["10.240.0.36"]["pod"] == "shop/web-0"
     assert by_addr["10.240.0.37"]["status"] == "cooling" and by_addr["10.240.0.37"]["owner"] == "vntnet/bbbb/eth0"
     assert by_addr["10.240.0.38"]["status"] == "in use" and by_addr["10.240.0.38"]["owner"] == "vntnet/cccc/eth0"
-    assert data["counts"] == {"in use": 2, "free": 26, "cooling": 1, "quarantined": 1}
+    assert data["counts"] == {"in_use": 2, "free": 26, "cooling": 1, "quarantined": 1}
     assert data["pool"]["subnet"] == "10.240.0.0/16" and data["pool"]["size"] == 29
 
 
@@ -83,7 +83,7 @@ def test_ipam_rebuild(cli, busy_node):
     assert "ADD is refused" in res.output
     res = cli("ipam", "--state-dir", busy_node, "--rebuild")
     assert res.exit_code == 0 and "no endpoints.json" in res.output and "ADD works again" in res.output
-    assert json.loads(cli("ipam", "--state-dir", busy_node, "--json").output)["needsRebuild"] == []
+    assert json.loads(cli("ipam", "--state-dir", busy_node, "--json").stdout)["needs_rebuild"] == []
 
 
 def test_capacity_from_a_file(cli, tmp_path):
@@ -93,8 +93,8 @@ def test_capacity_from_a_file(cli, tmp_path):
     assert res.exit_code == 0
     assert "30 secondary addresses" in res.output and "max-pods: 30" in res.output
     assert "hostNetwork pods do not need one" in res.output
-    data = json.loads(cli("capacity", "--metadata-file", str(path), "--json").output)
-    assert data["maxPods"] == data["secondaryAddresses"] == 30
+    data = json.loads(cli("capacity", "--metadata-file", str(path), "--json").stdout)
+    assert data["max_pods"] == data["secondary_addresses"] == 30
 
 
 def test_capacity_of_a_chosen_nic(cli, tmp_path):
@@ -103,22 +103,40 @@ def test_capacity_of_a_chosen_nic(cli, tmp_path):
         node_interface("000D3A000001", "10.240.0.0/16", "10.240.0.4", ["10.240.0.5", "10.240.0.6"]),
         node_interface("000D3A000002", "10.241.0.0/16", "10.241.0.4", ["10.241.0.5"], False)]))
     res = cli("capacity", "--metadata-file", str(path), "--mac", "00-0d-3a-00-00-02", "--json")
-    assert json.loads(res.output)["maxPods"] == 1
+    assert json.loads(res.stdout)["max_pods"] == 1
 
 
-@pytest.mark.parametrize("args,message", [
-    ((), "exactly one of"),
-    (("--metadata-file", "/x", "--metadata-url", "http://127.0.0.1:9/"), "exactly one of"),
-    (("--metadata-file", "/nonexistent/if.xml"), "cannot read metadata file"),
-    (("--metadata-file", "/etc/hostname", "--mac", "zz"), "not a MAC"),
+@pytest.mark.parametrize("args,message,code", [
+    (("--metadata-file", "/x", "--metadata-url", "http://127.0.0.1:9/"), "not both", 2),
+    (("--metadata-file", "/nonexistent/if.xml"), "cannot read metadata file", 1),
+    (("--metadata-file", "/etc/hostname", "--mac", "zz"), "not a MAC", 2),
 ])
-def test_capacity_errors_are_readable(cli, args, message):
+def test_capacity_errors_are_readable(cli, args, message, code):
     res = cli("capacity", *args)
-    assert res.exit_code == 1 and message in res.output and "Traceback" not in res.output
+    assert res.exit_code == code and message in res.output and "Traceback" not in res.output
+    assert res.output.startswith("error: ")
+
+
+def test_capacity_defaults_to_the_platform_metadata_url_like_vnet_ipam(cli, monkeypatch):
+    """No --metadata-url/--metadata-file: the URL vnet-ipam uses by default (never contacted here)."""
+    from vnetcni.ipam import sources
+    from vnetcni.ipam.config import DEFAULT_METADATA_URL
+
+    asked = []
+
+    class Recorded(sources.FakeMetadataSource):
+        def __init__(self, url, timeout):
+            asked.append(url)
+            super().__init__(XML)
+
+    monkeypatch.setattr(sources, "HttpMetadataSource", Recorded)
+    res = cli("capacity", "-o", "json")
+    assert res.exit_code == 0, res.output
+    assert asked == [DEFAULT_METADATA_URL] and json.loads(res.stdout)["max_pods"] == 30
 
 
 def test_metadata_serve_refuses_bad_arguments(cli, tmp_path):
     res = cli("metadata", "serve", "--listen", "localhost:80", "--interfaces", "/etc/hostname")
-    assert res.exit_code == 1 and "IP address" in res.output
+    assert res.exit_code == 2 and "IP address" in res.output
     res = cli("metadata", "serve", "--listen", "127.0.0.1:0", "--interfaces", str(tmp_path / "nope.xml"))
-    assert res.exit_code == 1 and "is not a file" in res.output
+    assert res.exit_code == 3 and "is not a file" in res.output

@@ -28,13 +28,13 @@ def test_endpoints_table_and_json(tmp_path):
     res = runner.invoke(app, ["endpoints", "--state-dir", str(tmp_path)], env={"COLUMNS": "250"})
     assert res.exit_code == 0 and "shop/web-1" in res.output and "10.240.0.36/16" in res.output
     res = runner.invoke(app, ["endpoints", "--state-dir", str(tmp_path), "--json"])
-    assert json.loads(res.output)[0]["containerId"] == "c0ffee"
+    assert json.loads(res.stdout)[0]["container_id"] == "c0ffee"
 
 
 def test_endpoints_corrupt_state_is_a_readable_error(tmp_path):
     (tmp_path / "endpoints.json").write_bytes(b"\x00\x00garbage")
     res = runner.invoke(app, ["endpoints", "--state-dir", str(tmp_path)])
-    assert res.exit_code == 1 and "moved aside" in res.output
+    assert res.exit_code == 1 and "moved aside" in res.output and "\nerror: " in res.stderr
     assert any(p.name.startswith("endpoints.json.corrupt-") for p in tmp_path.iterdir())
 
 

@@ -1,6 +1,6 @@
 """Which node a capture runs on: this host, or a node namespace of the simulated VNet.
 
-The simulated VNet (`vnetctl fabric up --name NAME`) describes itself in
+The simulated VNet (`vnetctl fabric up --fabric NAME`) describes itself in
 /run/vnet-sim/<name>/fabric.json; each node there has its namespace, its stateDir, its bridge and
 its uplink (`eth0`). `--fabric` takes a fabric name or the path of a fabric.json (tests build
 hand-made fabrics that way without touching the shared /run/vnet-sim).
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from ..dataplane import netns as nsutil
 from ..node.layout import DEFAULT_STATE_DIR
 from ..sim.model import FABRIC_FILE, list_fabrics
-from ..sim.naming import NODE_BRIDGE, root_dir
+from ..sim.naming import NODE_BRIDGE, check_fabric_name, root_dir
 from .errors import BadInput, PodNotFound
 
 
@@ -75,11 +75,15 @@ def load_fabric(name_or_path: str | None) -> Fabric:
         if not name_or_path:
             if not names:
                 raise BadInput(f"no simulated VNet is running (no {FABRIC_FILE} under "
-                               f"{root_dir()})", "start one with `vnetctl fabric up --name NAME`")
+                               f"{root_dir()})", "start one with `vnetctl fabric up --fabric NAME`")
             if len(names) > 1:
                 raise BadInput(f"several simulated VNets are running ({', '.join(names)})",
                                "pick one with --fabric NAME")
             name_or_path = names[0]
+        try:
+            check_fabric_name(name_or_path)
+        except ValueError as exc:
+            raise BadInput(str(exc)) from None
         path = os.path.join(root_dir(), name_or_path, FABRIC_FILE)
     try:
         with open(path) as f:

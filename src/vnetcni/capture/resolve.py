@@ -14,7 +14,7 @@ from . import discovery
 from .discovery import HostSide
 from .endpoints import (as_address, display_name, load_records, match_records, record_addresses,
                         single_record, split_pod_name)
-from .errors import CaptureError, PodNotFound, PodOnAnotherNode
+from .errors import BadInput, CaptureError, PodNotFound, PodOnAnotherNode
 from .nodes import Fabric, Node, netns_path
 
 
@@ -53,8 +53,8 @@ def locate(query: str, namespace: str | None, fabric: Fabric) -> Node:
     if len(holders) == 1:
         return holders[0]
     if len(holders) > 1:
-        raise CaptureError(f"{query!r} matches pods on several nodes: "
-                           f"{', '.join(n.name for n in holders)}", "pick one with --node NODE")
+        raise BadInput(f"{query!r} is ambiguous: it matches pods on several nodes: "
+                       f"{', '.join(n.name for n in holders)}", "pick one with --node NODE")
     raise PodNotFound(f"no pod {query!r} on any node of fabric {fabric.name}",
                       "name it by pod name, address or container ID; `vnetctl pod add` creates pods")
 

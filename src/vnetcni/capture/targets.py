@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 
 from .endpoints import load_records, match_records
-from .errors import CaptureError, PodNotFound
+from .errors import BadInput, CaptureError, PodNotFound
 from ..sim.model import list_fabrics
 from .nodes import Fabric, Node, load_fabric, this_host
 from .resolve import Pod, locate, resolve
@@ -38,9 +38,9 @@ def find_pod(query: str, namespace: str | None = None, node_name: str | None = N
         if not found:
             raise
     if len(found) > 1:
-        raise CaptureError(f"{query!r} is not on this host but matches pods on several simulated "
-                           "nodes: " + ", ".join(f"{f.name}/{n.name}" for f, n in found),
-                           "pick one with --fabric NAME --node NODE")
+        raise BadInput(f"{query!r} is ambiguous: it is not on this host but matches pods on several "
+                       "simulated nodes: " + ", ".join(f"{f.name}/{n.name}" for f, n in found),
+                       "pick one with --fabric NAME --node NODE")
     fabric, node = found[0]
     pod = resolve(query, namespace, node, fabric)
     pod.notes.append(f"not on this host: found on node {node.name} of the simulated VNet "

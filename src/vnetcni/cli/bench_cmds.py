@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
+from typing import Optional
 
 import typer
+
+from .common import (EXIT_BAD_INPUT, EXIT_PERMISSION, JSON_OPTION, Output, emit_json, error, output_option,
+                     want_json)
 
 
 def register(app: typer.Typer) -> None:
@@ -58,22 +61,21 @@ def bench(
     pods: int = typer.Option(50, "--pods", help="Pods in the sequential ADD/DEL scenario."),
     burst: int = typer.Option(30, "--burst", help="Size of the first burst (ADDs launched at once)."),
     big_burst: int = typer.Option(110, "--big-burst", help="Size of the second burst (Kubernetes' default max-pods)."),
-    as_json: bool = typer.Option(False, "--json", help="Print the full results as JSON."),
+    output: Optional[Output] = output_option("the full results"),
+    as_json: bool = JSON_OPTION,
     no_reference: bool = typer.Option(False, "--no-reference", help="Skip the reference plugins."),
     mode: str = typer.Option("both", "--mode",
                              help="bridge, transparent, or both (each against its reference: bridge, ptp)."),
 ) -> None:
     """Benchmark vnet (+vnetd) against the reference bridge + host-local, in throwaway namespaces."""
-    if os.geteuid() != 0:
-        typer.echo("vnetctl bench: needs root (it builds network namespaces)", err=True)
-        raise typer.Exit(1)
     modes = {"both": ("bridge", "transparent"), "bridge": ("bridge",), "transparent": ("transparent",)}.get(mode)
     if modes is None:
-        typer.echo(f"vnetctl bench: --mode must be bridge, transparent or both, not {mode!r}", err=True)
-        raise typer.Exit(2)
+        error(f"--mode must be bridge, transparent or both, not {mode!r}", code=EXIT_BAD_INPUT)
     if min(pods, burst, big_burst) < 1:
-        typer.echo("vnetctl bench: sizes must be at least 1", err=True)
-        raise typer.Exit(2)
+        error("--pods, --burst and --big-burst must be at least 1", code=EXIT_BAD_INPUT)
+    if os.geteuid() != 0:
+        error("`vnetctl bench` needs root: it builds network namespaces", "run it as root", EXIT_PERMISSION)
+    as_json = want_json(output, as_json)
     from ..bench.run import run_bench
 
     def progress(msg: str) -> None:
@@ -82,12 +84,11 @@ def bench(
 
     report = run_bench(pods, burst, big_burst, progress, with_reference=not no_reference, modes=modes)
     if as_json:
-        typer.echo(json.dumps(report, indent=2))
+        emit_json(report)
         return
     typer.echo(render_markdown(report))
     typer.echo(f"\nfront door: {report['front_door']}; {report['machine']['cpus']} CPUs, kernel "
                f"{report['machine']['kernel']}, Python {report['machine']['python']}; took {report['seconds']} s")
     failed = next(r for r in report["rows"] if r["key"] == "failed")
     if any(failed.get(k) for k in report["results"]):
-        typer.echo("some calls failed: see --json for the first error of each scenario", err=True)
-        raise typer.Exit(1)
+        error("some calls failed: see -o json for the first error of each scenario")

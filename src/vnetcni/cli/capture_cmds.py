@@ -21,6 +21,28 @@ from .common import EXIT_FLOW_INCOMPLETE, EXIT_REFUSED, JSON_OPTION, Output, gua
 _say = say
 _guarded = guarded
 
+CONF_DIR_OPTION = typer.Option(None, "--cni-conf-dir", help="Where to look for the installed conflist "
+                               "(default /etc/cni/net.d).")
+
+
+def _node_state(state_dir: Optional[str], cni_conf_dir: Optional[str], node: Optional[str],
+                fabric: Optional[str]) -> Optional[str]:
+    """The state directory to look for the pod in, found as the node commands find it (said on
+    stderr). Without any vnet node here the pod is still found through its network namespace."""
+    if node or fabric:
+        return state_dir
+    from .node_cmds import locate
+
+    if state_dir or cni_conf_dir:
+        return locate(state_dir, cni_conf_dir).state_dir
+    from .common import CliError
+
+    try:
+        return locate(None, None).state_dir
+    except CliError as exc:
+        say(f"{exc.message}; looking for the pod through its network namespace")
+        return None
+
 
 def _open_output(output: Optional[str], pod_name: str) -> tuple[int, str, bool]:
     """(fd, description, created): '-' is stdout (never a terminal); no -o picks stdout when it is
@@ -57,7 +79,9 @@ def capture(
     in_pod: bool = typer.Option(False, "--in-pod", help="Capture on the pod's eth0 inside its netns."),
     node: Optional[str] = typer.Option(None, "--node", help="Node of the simulated VNet to capture on."),
     fabric: Optional[str] = typer.Option(None, "--fabric", help="Simulated VNet name (or fabric.json path)."),
-    state_dir: Optional[str] = typer.Option(None, "--state-dir", help="vnet state directory (default /var/run/vnet)."),
+    state_dir: Optional[str] = typer.Option(None, "--state-dir", help="vnet state directory (default: found "
+                                            "from the installed conflist or the running vnetd)."),
+    cni_conf_dir: Optional[str] = CONF_DIR_OPTION,
 ) -> None:
     """Capture a pod's packets as standard pcap (Ethernet), on its host veth or inside the pod.
 
@@ -75,7 +99,7 @@ def capture(
         # running simulated VNet's node namespaces or discover it through its netns.
         tools.require_privileges(enter_namespaces=True)
         tools.check_filter(bpf_filter)
-        found, _ = find_pod(pod, namespace, node, fabric, state_dir)
+        found, _ = find_pod(pod, namespace, node, fabric, _node_state(state_dir, cni_conf_dir, node, fabric))
         for note in found.notes:
             _say(note)
         _say(f"pod {found.name}: host interface {found.host.host_if} found by {found.method} "
@@ -171,7 +195,9 @@ def trace(
     namespace: Optional[str] = typer.Option(None, "-n", "--namespace", help="Kubernetes namespace of the pod."),
     node: Optional[str] = typer.Option(None, "--node", help="Node of the simulated VNet the pod runs on."),
     fabric: Optional[str] = typer.Option(None, "--fabric", help="Simulated VNet name (or fabric.json path)."),
-    state_dir: Optional[str] = typer.Option(None, "--state-dir", help="vnet state directory (default /var/run/vnet)."),
+    state_dir: Optional[str] = typer.Option(None, "--state-dir", help="vnet state directory (default: found "
+                                            "from the installed conflist or the running vnetd)."),
+    cni_conf_dir: Optional[str] = CONF_DIR_OPTION,
     wait: Optional[float] = typer.Option(None, "--wait", min=0.1, max=600,
                                          help="Do not make the flow: wait up to SECONDS for it."),
     timeout: float = typer.Option(2.0, "--timeout", min=0.1, max=60, help="Seconds the generated flow waits for an answer."),
@@ -196,7 +222,7 @@ def trace(
         address, port = _parse_to(to)
         tools.tcpdump_path()
         tools.require_privileges(enter_namespaces=True)
-        source, fab = find_pod(pod, namespace, node, fabric, state_dir)
+        source, fab = find_pod(pod, namespace, node, fabric, _node_state(state_dir, cni_conf_dir, node, fabric))
         for note in source.notes:
             _say(note)
         _say(f"pod {source.name}: host interface {source.host.host_if} found by {source.method}")

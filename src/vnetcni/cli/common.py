@@ -143,15 +143,16 @@ def interactive() -> bool:
     return sys.stdout.isatty()
 
 
-def console(stderr: bool = False):
-    """Rich on a terminal (its width); a plain, very wide console in a pipe, so nothing is cut."""
+def console(stderr: bool = False, pipe_width: int = 10_000):
+    """Rich on a terminal (its width); a plain, very wide console in a pipe, so nothing is cut
+    (a narrower `pipe_width` for output with rules, like the demo's)."""
     from rich.console import Console
 
     stream = sys.stderr if stderr else sys.stdout
     if stream.isatty():
         return Console(highlight=False, emoji=False, log_path=False, stderr=stderr)
-    return Console(highlight=False, emoji=False, log_path=False, stderr=stderr, width=10_000,
-                   no_color=True, color_system=None, soft_wrap=True)
+    return Console(highlight=False, emoji=False, log_path=False, stderr=stderr, width=pipe_width,
+                   no_color=True, color_system=None, soft_wrap=pipe_width >= 10_000)
 
 
 def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]],

@@ -23,6 +23,9 @@ def plain_help() -> None:
         if label is None:
             return None
         inner = label[1:-1] if label.startswith("<") and label.endswith(">") else label
+        if inner.startswith("list[") and inner.endswith("]"):
+            element = inner[5:-1]
+            return ("[" + element + "]..." if "|" in element else _NAMES.get(element, element.upper()) + "...")
         if "|" in inner:
             return f"[{inner}]"
         return _NAMES.get(inner, inner.upper())

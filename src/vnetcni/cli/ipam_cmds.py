@@ -3,11 +3,13 @@ and a metadata service for nodes (and tests) without one."""
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Optional
 
 import typer
+
+from .common import JSON_OPTION, Output, emit_json, output_option, want_json
+from .node_cmds import CONF_DIR_OPTION, STATE_DIR_OPTION, locate
 
 metadata_app = typer.Typer(help="The node metadata service (NMAgent getinterfaceinfov1).", no_args_is_help=True)
 
@@ -18,14 +20,18 @@ def register(app: typer.Typer) -> None:
     app.add_typer(metadata_app, name="metadata")
 
 
-def _fail(command: str, message: str) -> None:
-    typer.echo(f"vnetctl {command}: {message}", err=True)
-    raise typer.Exit(1)
+def _fail(command: str, message: str, code: int = 1, hint: str = "") -> None:
+    """vnetctl's one error style (cli/common.py); `command` is kept for the callers' sake."""
+    from .common import error
+
+    error(message, hint, code)
 
 
 def ipam(
-    state_dir: str = typer.Option("/var/run/vnet", "--state-dir", help="The node's vnet state directory."),
-    as_json: bool = typer.Option(False, "--json", help="Print the pool as JSON."),
+    state_dir: Optional[str] = STATE_DIR_OPTION,
+    cni_conf_dir: Optional[str] = CONF_DIR_OPTION,
+    output: Optional[Output] = output_option("the pool"),
+    as_json: bool = JSON_OPTION,
     rebuild: bool = typer.Option(False, "--rebuild", help="Rebuild the allocations from endpoints.json "
                                  "after ipam.json was found corrupt (keeps what ipam.json holds)."),
 ) -> None:
@@ -34,21 +40,26 @@ def ipam(
     from ..ipam.rebuild import rebuild as do_rebuild
     from ..ipam.store import IpamStore
     from ..ipam.view import pool_report
+    from .common import CliError
 
+    try:
+        state_dir = locate(state_dir, cni_conf_dir).state_dir
+    except CliError as exc:
+        _fail("ipam", exc.message, exc.exit_code, exc.hint)
     try:
         report = do_rebuild(state_dir) if rebuild else None
         store = IpamStore(state_dir)
         data = pool_report(store, store.read(), time.time())
     except CNIError as exc:
         _fail("ipam", exc.msg)
-    if as_json:
+    if want_json(output, as_json):
         if report is not None:
             data["rebuild"] = report.to_dict()
-        typer.echo(json.dumps(data, indent=2, sort_keys=True))
+        emit_json(data)
         return
     if report is not None:
         _print_rebuild(report)
-    _print_pool(data)
+    _print_pool(data, output == Output.wide)
 
 
 def _print_rebuild(report) -> None:
@@ -64,11 +75,10 @@ def _print_rebuild(report) -> None:
         typer.echo(f"rebuild: accounted for {', '.join(report.recovered)} (kept on disk); ADD works again")
 
 
-def _print_pool(data: dict) -> None:
-    from rich.console import Console
-    from rich.table import Table
+def _print_pool(data: dict, wide: bool = False) -> None:
+    from .common import console as make_console, table
 
-    console = Console()
+    console = make_console()
     pool, refresh, counts = data["pool"], data["refresh"], data["counts"]
     if pool is None:
         console.print(f"no pool learned yet in {data['stateDir']} (source: {refresh.get('source') or '-'}; "
@@ -82,14 +92,13 @@ def _print_pool(data: dict) -> None:
     if data["needsRebuild"]:
         console.print(f"[bold red]ADD is refused: ipam.json was found corrupt ({', '.join(data['needsRebuild'])}); "
                       f"run `vnetctl ipam --state-dir {data['stateDir']} --rebuild`[/]")
-    table = Table(title=f"vnet-ipam pool in {data['stateDir']}")
-    for col in ("address", "status", "owner", "pod", "since (UTC)", "reusable after"):
-        table.add_column(col, overflow="fold")
     style = {"in use": "green", "cooling": "yellow", "quarantined": "red", "free": "dim"}
-    for row in data["addresses"]:
-        table.add_row(row["address"], f"[{style[row['status']]}]{row['status']}[/]", _short_owner(row["owner"]),
-                      row["pod"] or "-", _short_time(row["since"]), _short_time(row["until"]))
-    console.print(table)
+    rows = [[row["address"], row["status"], row["owner"] if wide else _short_owner(row["owner"]),
+             row["pod"] or "-", row["since"] if wide else _short_time(row["since"]),
+             row["until"] if wide else _short_time(row["until"])] for row in data["addresses"]]
+    table(f"vnet-ipam pool in {data['stateDir']}",
+          ["address", "status", "owner", "pod", "since (UTC)", "reusable after"], rows,
+          [style.get(row["status"], "") for row in data["addresses"]])
 
 
 def _short_owner(key: str) -> str:
@@ -104,30 +113,36 @@ def _short_time(stamp: str) -> str:
 
 
 def capacity(
-    metadata_url: Optional[str] = typer.Option(None, "--metadata-url", help="The metadata API URL."),
+    metadata_url: Optional[str] = typer.Option(None, "--metadata-url", help="The metadata API URL (default: "
+                                               "the platform's, as vnet-ipam's metadataUrl)."),
     metadata_file: Optional[str] = typer.Option(None, "--metadata-file", help="A getinterfaceinfov1 XML file."),
     mac: Optional[str] = typer.Option(None, "--mac", help="The NIC's MAC (default: the primary NIC)."),
     timeout: float = typer.Option(2.0, "--timeout", help="Seconds to wait for the metadata API."),
-    as_json: bool = typer.Option(False, "--json", help="Print the answer as JSON."),
+    output: Optional[Output] = output_option("the answer"),
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """Print the node's secondary address count and the max-pods value to give kubelet."""
     from ..ipam.metadata import MetadataError, normalize_mac
     from ..ipam.sources import FileMetadataSource, HttpMetadataSource
     from ..ipam.view import node_capacity
 
-    if bool(metadata_url) == bool(metadata_file):
-        _fail("capacity", "give exactly one of --metadata-url or --metadata-file")
+    from ..ipam.config import DEFAULT_METADATA_URL
+
+    if metadata_url and metadata_file:
+        _fail("capacity", "give one of --metadata-url or --metadata-file, not both", 2)
+    if not metadata_url and not metadata_file:
+        metadata_url = DEFAULT_METADATA_URL  # as vnet-ipam: the platform's metadata service
     try:
         nic = normalize_mac(mac) if mac else None
     except ValueError as exc:
-        _fail("capacity", str(exc))
+        _fail("capacity", str(exc), 2)
     source = FileMetadataSource(metadata_file) if metadata_file else HttpMetadataSource(metadata_url, timeout)
     try:
         cap = node_capacity(source, nic)
     except MetadataError as exc:
         _fail("capacity", str(exc))
-    if as_json:
-        typer.echo(json.dumps(cap.to_dict(), indent=2, sort_keys=True))
+    if want_json(output, as_json):
+        emit_json(cap.to_dict())
         return
     typer.echo(f"NIC {cap.pool.mac} in {cap.pool.subnet}: node address {cap.pool.primary}, "
                f"{len(cap.pool.addresses)} secondary addresses")
@@ -157,9 +172,9 @@ def metadata_serve(
     try:
         host, port = parse_listen(listen)
     except ValueError as exc:
-        _fail("metadata serve", str(exc))
+        _fail("metadata serve", str(exc), 2)
     if not os.path.isfile(interfaces):
-        _fail("metadata serve", f"{interfaces} is not a file")
+        _fail("metadata serve", f"{interfaces} is not a file", 3)
     try:
         server = make_server(host, port, interfaces, verbose=verbose)
     except OSError as exc:

@@ -1,11 +1,12 @@
-"""vnetctl install and vnetctl endpoints: putting vnet-cni on a node, and what it recorded."""
+"""vnetctl install, status, endpoints and gc: putting vnet-cni on a node, and what the node holds (its state found on its own: vnetcni.node.find)."""
 
 from __future__ import annotations
 
-import json
 from typing import Optional
 
 import typer
+
+from .common import JSON_OPTION, Output, emit_json, guarded, output_option, say, table, want_json
 
 
 def register(app: typer.Typer) -> None:
@@ -57,130 +58,206 @@ def install(
         typer.echo(f"note: {note}", err=True)
 
 
-def endpoints(
-    state_dir: str = typer.Option("/var/run/vnet", "--state-dir", help="The node's vnet state directory."),
-    as_json: bool = typer.Option(False, "--json", help="Print the records as JSON."),
-) -> None:
-    """Show every pod endpoint vnet recorded on this node."""
-    from ..cni.errors import CNIError
-    from ..plugins.endpoints import EndpointStore
+STATE_DIR_OPTION = typer.Option(None, "--state-dir", help="The node's vnet state directory (default: found "
+                                "from the installed conflist or the running vnetd).")
+CONF_DIR_OPTION = typer.Option(None, "--cni-conf-dir", help="Where to look for the installed conflist "
+                               "(default /etc/cni/net.d).")
+
+
+def locate(state_dir: Optional[str], cni_conf_dir: Optional[str], quiet: bool = False):
+    """This node's FoundNode (said on stderr); NotFound when none is named or its state is missing."""
+    import os
+
+    from ..node.find import NodeNotFound, find_node
+    from .common import NotFound, say
 
     try:
-        records = EndpointStore(state_dir).all()
-    except CNIError as exc:
-        typer.echo(f"vnetctl endpoints: {exc.msg}", err=True)
-        raise typer.Exit(1)
-    if as_json:
-        typer.echo(json.dumps(list(records.values()), indent=2, sort_keys=True))
-        return
-    from rich.console import Console
-    from rich.table import Table
+        found = find_node(state_dir, cni_conf_dir)
+    except NodeNotFound as exc:
+        raise NotFound(exc.message, exc.hint) from None
+    if not os.path.isdir(found.state_dir):
+        raise NotFound(f"no vnet state at {found.state_dir} (from {found.source}): no pod has been "
+                       "added on this node and vnetd never ran here",
+                       "check --state-dir / --cni-conf-dir, or that this is the node you meant")
+    if not quiet:
+        say(f"reading {found.describe()}")
+    return found
 
-    table = Table(title=f"vnet endpoints in {state_dir}")
-    for col in ("pod", "container", "network", "address", "mac", "host if", "bridge", "netns", "created"):
-        table.add_column(col)
-    for rec in sorted(records.values(), key=lambda r: (r.get("podNamespace", ""), r.get("podName", ""))):
-        pod = "/".join(x for x in (rec.get("podNamespace"), rec.get("podName")) if x) or "-"
-        table.add_row(pod, rec["containerId"][:12], rec["network"], ", ".join(rec["ips"]), rec.get("mac", ""),
-                      rec["hostIfName"], rec["bridge"], rec["netns"], rec.get("created", ""))
-    Console().print(table)
-    if not records:
-        typer.echo("no endpoints recorded")
+
+def _pod_name(rec: dict) -> str:
+    return "/".join(x for x in (rec.get("podNamespace"), rec.get("podName")) if x) or "-"
+
+
+def endpoints(
+    state_dir: Optional[str] = STATE_DIR_OPTION,
+    cni_conf_dir: Optional[str] = CONF_DIR_OPTION,
+    output: Optional[Output] = output_option("the records"),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Show every pod endpoint vnet recorded on this node."""
+
+    def body() -> int:
+        from ..plugins.endpoints import EndpointStore
+
+        found = locate(state_dir, cni_conf_dir)
+        records = EndpointStore(found.state_dir).all()
+        ordered = sorted(records.values(), key=lambda r: (r.get("podNamespace", ""), r.get("podName", "")))
+        if want_json(output, as_json):
+            emit_json(ordered)
+            return 0
+        wide = output == Output.wide
+        cols = ["pod", "container", "address", "host if", "netns"]
+        if wide:
+            cols += ["network", "if", "mac", "bridge", "created"]
+        rows = []
+        for rec in ordered:
+            row = [_pod_name(rec), rec["containerId"] if wide else rec["containerId"][:12],
+                   ", ".join(rec["ips"]), rec["hostIfName"], rec.get("netns") or "-"]
+            if wide:
+                row += [rec["network"], rec.get("ifName", ""), rec.get("mac", ""), rec["bridge"], rec.get("created", "")]
+            rows.append(row)
+        table(f"vnet endpoints in {found.state_dir}", cols, rows)
+        if not records:
+            say("no endpoints recorded")
+        return 0
+
+    guarded(body)
 
 
 def gc(
-    state_dir: str = typer.Option("/var/run/vnet", "--state-dir", help="The node's vnet state directory."),
+    state_dir: Optional[str] = STATE_DIR_OPTION,
+    cni_conf_dir: Optional[str] = CONF_DIR_OPTION,
     dry_run: bool = typer.Option(False, "--dry-run", help="Only list what would be pruned."),
+    output: Optional[Output] = output_option("what was pruned"),
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """Prune endpoints whose pod namespace is gone (a reboot, a DEL that never came): veth removed,
     vnet-ipam address released, record dropped. vnetd does this at start too."""
-    from ..cni.errors import CNIError
-    from ..plugins.reconcile import reconcile
 
-    dataplane = None
-    if not dry_run:
-        from ..dataplane.linux import LinuxDataplane
-        from ..node.layout import NodeLayout
+    def body() -> int:
+        from ..plugins.reconcile import reconcile
 
-        dataplane = LinuxDataplane(lock_dir=NodeLayout(state_dir).lock_dir)
-    try:
-        done = reconcile(state_dir, dataplane, dry_run=dry_run)
-    except CNIError as exc:
-        typer.echo(f"vnetctl gc: {exc.msg}", err=True)
-        raise typer.Exit(1)
-    verb = "would prune" if dry_run else "pruned"
-    for rec in done.pruned:
-        pod = "/".join(x for x in (rec.get("podNamespace"), rec.get("podName")) if x) or rec["containerId"][:12]
-        typer.echo(f"{verb} {pod}: {', '.join(rec['ips'])} on {rec['hostIfName']} (netns {rec['netns'] or '-'} is gone)")
-    typer.echo(f"{len(done.pruned)} stale, {done.kept} live endpoint(s) in {state_dir}")
-    if done.not_released:
-        typer.echo("not released (their IPAM is not vnet-ipam; its own GC must release them): "
-                   + ", ".join(done.not_released), err=True)
+        found = locate(state_dir, cni_conf_dir)
+        dataplane = None
+        if not dry_run:
+            from ..dataplane.linux import LinuxDataplane
+
+            dataplane = LinuxDataplane(lock_dir=found.layout.lock_dir)
+        done = reconcile(found.state_dir, dataplane, dry_run=dry_run)
+        pruned = [{"pod": _pod_name(r), "container_id": r["containerId"], "ips": r["ips"],
+                   "host_if_name": r["hostIfName"], "netns": r.get("netns") or ""} for r in done.pruned]
+        if want_json(output, as_json):
+            emit_json({"state_dir": found.state_dir, "source": found.source, "dry_run": dry_run,
+                       "pruned": pruned, "kept": done.kept, "not_released": list(done.not_released)})
+            return 0
+        verb = "would prune" if dry_run else "pruned"
+        for rec in pruned:
+            pod = rec["pod"] if rec["pod"] != "-" else rec["container_id"][:12]
+            typer.echo(f"{verb} {pod}: {', '.join(rec['ips'])} on {rec['host_if_name']} "
+                       f"(netns {rec['netns'] or '-'} is gone)")
+        typer.echo(f"{len(pruned)} stale, {done.kept} live endpoint(s) in {found.state_dir}")
+        if done.not_released:
+            say("not released (their IPAM is not vnet-ipam; its own GC must release them): "
+                + ", ".join(done.not_released))
+        return 0
+
+    guarded(body)
 
 
-def status(
-    state_dir: str = typer.Option("/var/run/vnet", "--state-dir", help="The node's vnet state directory."),
-) -> None:
-    """One screen on this node: vnetd, the address pool, the endpoints."""
+def status_data(found) -> dict:
+    """What `vnetctl status` shows, as data."""
     import os
 
-    from ..cni.errors import CNIError
     from ..daemon.client import listening
+    from ..ipam.allocator import usage
+    from ..ipam.store import IpamStore
     from ..plugins.endpoints import EndpointStore
     from ..plugins.reconcile import stale_records
 
-    sock = os.path.join(state_dir, "vnetd.sock")
-    running = listening(sock)
+    layout = found.layout
+    running = listening(layout.socket)
     if running:
-        daemon = f"running ({sock})"
+        detail = "running"
+    elif os.path.exists(layout.socket):
+        detail = "not running (stale socket file)"
     else:
-        daemon = "stale socket file: not running" if os.path.exists(sock) else "not running (plugins work in-process)"
-    typer.echo(f"vnetd:      {daemon}")
+        detail = "not running (plugins work in-process)"
+    data = {"node": {"state_dir": layout.state_dir, "source": found.source},
+            "vnetd": {"running": running, "socket": layout.socket, "detail": detail, "deadlines": None}}
     if running:
         from ..daemon import stats
-        from ..node.layout import NodeLayout
 
-        counters = stats.read(NodeLayout(state_dir).daemon_stats)
+        counters = stats.read(layout.daemon_stats)
         if counters is not None:
-            typer.echo(f"deadlines:  {stats.summary(counters)}")
-    try:
-        from ..ipam.allocator import usage
-        from ..ipam.store import IpamStore
+            data["vnetd"]["deadlines"] = {"counts": counters["counts"], "started": counters.get("started"),
+                                          "last": counters.get("last"), "summary": stats.summary(counters)}
+    pool = None
+    if os.path.exists(layout.ipam_file):
+        state = IpamStore(layout.state_dir).read()
+        held, listed = usage(state)
+        learned = state.pool
+        pool = {"in_use": held, "size": listed,
+                "subnet": str(learned.subnet) if learned else None,
+                "gateway": str(learned.gateway) if learned else None,
+                "last_error": state.refresh.last_error or None}
+    data["pool"] = pool
+    records = EndpointStore(layout.state_dir).all()
+    data["endpoints"] = {"recorded": len(records), "stale": len(stale_records(layout.state_dir))}
+    data["services"] = _prerequisites(records, layout)
+    return data
 
-        if os.path.exists(os.path.join(state_dir, "ipam.json")):
-            state = IpamStore(state_dir).read()
-            held, listed = usage(state)
-            pool = state.pool
-            learned = f"subnet {pool.subnet}, gateway {pool.gateway}" if pool else "not learned yet"
-            err = f"; last metadata error: {state.refresh.last_error}" if state.refresh.last_error else ""
-            typer.echo(f"pool:       {held} of {listed} addresses in use ({learned}){err}")
+
+def status(
+    state_dir: Optional[str] = STATE_DIR_OPTION,
+    cni_conf_dir: Optional[str] = CONF_DIR_OPTION,
+    output: Optional[Output] = output_option("the status"),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """One screen on this node: which state was read, vnetd, the address pool, the endpoints."""
+
+    def body() -> int:
+        found = locate(state_dir, cni_conf_dir, quiet=True)
+        data = status_data(found)
+        if want_json(output, as_json):
+            emit_json(data)
+            return 0
+        typer.echo(f"node:       {found.describe()}")
+        v = data["vnetd"]
+        typer.echo(f"vnetd:      {v['detail']} ({v['socket']})")
+        pool = data["pool"]
+        if pool is None:
+            typer.echo("pool:       no vnet-ipam state yet (no pod added on this node)")
         else:
-            typer.echo("pool:       no vnet-ipam state here yet")
-        records = EndpointStore(state_dir).all()
-        stale = stale_records(state_dir)
-    except CNIError as exc:
-        typer.echo(f"vnetctl status: {exc.msg}", err=True)
-        raise typer.Exit(1)
-    typer.echo(f"endpoints:  {len(records)} recorded, {len(stale)} stale (run `vnetctl gc`)" if stale
-               else f"endpoints:  {len(records)} recorded")
-    _print_prerequisites(records, state_dir)
+            learned = f"subnet {pool['subnet']}, gateway {pool['gateway']}" if pool["subnet"] else "not learned yet"
+            err = f"; last metadata error: {pool['last_error']}" if pool["last_error"] else ""
+            typer.echo(f"pool:       {pool['in_use']} of {pool['size']} addresses in use ({learned}){err}")
+        ep = data["endpoints"]
+        typer.echo(f"endpoints:  {ep['recorded']} recorded, {ep['stale']} stale (run `vnetctl gc`)" if ep["stale"]
+                   else f"endpoints:  {ep['recorded']} recorded")
+        if v["deadlines"] is not None:
+            typer.echo(f"deadlines:  {v['deadlines']['summary']}")
+        svc = data["services"]
+        typer.echo("services:   " + ("node ready for kube-proxy" if svc["ready"] else "NOT READY: STATUS answers code 50"))
+        for f in svc["checks"]:
+            typer.echo(f"  {'ok  ' if f['ok'] else 'FAIL'} {f['name']}: {f['found']}"
+                       + (f"\n       fix: {f['fix']}" if f["fix"] else ""))
+        return 0
+
+    guarded(body)
 
 
-def _print_prerequisites(records: dict, state_dir: str) -> None:
+def _prerequisites(records: dict, layout) -> dict:
     """What kube-proxy needs from this node (as vnet's STATUS judges it), with the fix for each
     check that fails; read in the namespace vnetctl runs in (the node's)."""
     from ..dataplane import prereqs
     from ..dataplane.linux import LinuxDataplane
-    from ..node.layout import NodeLayout
 
     bridges = sorted({r.get("bridge") for r in records.values() if r.get("bridge")})
     bridged = not records or any(r.get("mode", "bridge") == "bridge" for r in records.values())
-    dp = LinuxDataplane(lock_dir=NodeLayout(state_dir).lock_dir)  # reads only: no lock is taken
+    dp = LinuxDataplane(lock_dir=layout.lock_dir)  # reads only: no lock is taken
     try:
         findings = prereqs.evaluate(dp.node_facts(bridges[0] if bridges else "azure0"), bridged=bridged)
     finally:
         dp.close()
-    ready = all(f.ok for f in findings)
-    typer.echo("services:   " + ("node ready for kube-proxy" if ready else "NOT READY: STATUS answers code 50"))
-    for f in findings:
-        typer.echo(f"  {'ok  ' if f.ok else 'FAIL'} {f.name}: {f.found}" + (f"\n       fix: {f.fix}" if f.fix else ""))
+    return {"ready": all(f.ok for f in findings),
+            "checks": [{"name": f.name, "ok": f.ok, "found": f.found, "fix": f.fix or None} for f in findings]}

@@ -115,8 +115,8 @@ class Demo:
         finally:
             if self.opts.keep:
                 self.console.print(f"fabric [bold]{self.fabric.name}[/] left up (--keep): "
-                                   f"`vnetctl fabric status --name {self.fabric.name}`, "
-                                   f"`vnetctl fabric down --name {self.fabric.name}`")
+                                   f"`vnetctl fabric status --fabric {self.fabric.name}`, "
+                                   f"`vnetctl fabric down --fabric {self.fabric.name}`")
             else:
                 self.step("6. fabric down")
                 with self.console.status("removing the fabric"):

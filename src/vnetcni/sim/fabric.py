@@ -32,6 +32,7 @@ from .errors import SimError
 from .model import FabricRecord, NodeRecord
 
 NETWORK_NAME = "vnet"
+CONFLIST_NAME = "10-vnet.conflist"
 Progress = Callable[[str], None]
 
 
@@ -39,16 +40,47 @@ def _quiet(_: str) -> None:
     pass
 
 
+METRICS_PORT = 9401  # vnetd's metrics port on every node with `fabric up --metrics`
+
+
 @dataclass(frozen=True)
 class FabricOptions:
+    """What `vnetctl fabric up` builds. The nodes are configured like real ones: vnetd on (as the
+    DaemonSet runs it) and vnet-ipam's own defaults (reuse cooldown None: the plugin's 30 s)."""
     name: str = naming.DEFAULT_FABRIC
     nodes: int = 3
     ips_per_node: int = 30
     subnet: str = "10.240.0.0/16"
     enforce_source: bool = False
-    vnetd: bool = False
-    reuse_cooldown: float = 0.0
+    vnetd: bool = True
     mode: str = sdn.MODE_BRIDGE  # the vnet plugin's mode on every node; transparent: the SDN delivers
+    reuse_cooldown: float | None = None
+    metrics: bool = False        # vnetd serves metrics on <node primary>:METRICS_PORT
+    replace: bool = False        # tear down a fabric of that name that is up (its pods too)
+
+
+def check_metadata_size(plan: AddressPlan) -> None:
+    """Refuse a pool whose metadata answer vnet-ipam would reject (MAX_METADATA_BYTES), naming the
+    real limit: the most secondary addresses per node that fit."""
+    from ..ipam.metadata import MAX_METADATA_BYTES
+
+    if not plan.nodes:
+        return
+    last = plan.nodes[-1]  # the longest addresses
+
+    def size(n: int) -> int:
+        return len(render_node(last.mac, plan.subnet, last.primary, list(last.secondaries[:n])))
+
+    count = len(last.secondaries)
+    if size(count) <= MAX_METADATA_BYTES:
+        return
+    lo, hi = 0, count  # size(lo) fits, size(hi) does not
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if size(mid) <= MAX_METADATA_BYTES else (lo, mid)
+    raise ValueError(f"--ips-per-node {count} is too many: a node's metadata answer would be {size(count)} "
+                     f"bytes, over vnet-ipam's limit of {MAX_METADATA_BYTES} bytes; at most {lo} "
+                     "secondary addresses per node fit")
 
 
 @contextlib.contextmanager
@@ -80,20 +112,27 @@ def up(opts: FabricOptions, progress: Progress = _quiet) -> FabricRecord:
     plan = plan_addresses(opts.name, opts.subnet, opts.nodes, opts.ips_per_node)
     if opts.mode not in sdn.MODES:
         raise ValueError(f"--mode must be one of {', '.join(sdn.MODES)}, got {opts.mode!r}")
-    if not 0 <= opts.reuse_cooldown <= 3600:
+    check_metadata_size(plan)
+    if opts.reuse_cooldown is not None and not 0 <= opts.reuse_cooldown <= 3600:
         raise ValueError(f"--reuse-cooldown must be between 0 and 3600 seconds, got {opts.reuse_cooldown:g}")
+    if opts.metrics and not opts.vnetd:
+        raise ValueError("--metrics needs vnetd on the nodes (drop --no-vnetd)")
     if opts.vnetd and not services.vnetd_available():
         progress("vnetd is not installed: nodes run the plugins in-process")
     with fabric_lock():
-        if is_healthy(opts.name):
-            raise SimError(f"fabric {opts.name!r} is already up; `vnetctl fabric down --name {opts.name}` first")
+        existing = _existing(opts.name)
+        if existing is not None and not opts.replace:
+            raise FabricUp(existing)
         if _leftovers(opts.name):
-            progress(f"removing leftovers of a previous run of fabric {opts.name!r}")
+            what = "replacing fabric" if existing is not None else "removing leftovers of a previous run of fabric"
+            progress(f"{what} {opts.name!r}")
             _teardown(opts.name, _quiet)
         record = FabricRecord(
             name=opts.name, subnet=plan.subnet, gateway=plan.gateway,
             fabricNetns=naming.fabric_netns(opts.name), fabricBridge=naming.FABRIC_BRIDGE,
             ipsPerNode=opts.ips_per_node, enforceSource=opts.enforce_source, mode=opts.mode,
+            vnetd=bool(opts.vnetd and services.vnetd_available()),
+            metricsPort=METRICS_PORT if opts.metrics else None,
             created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         )
         try:
@@ -134,11 +173,10 @@ def _build(record: FabricRecord, plan: AddressPlan, opts: FabricOptions, progres
         log = os.path.join(record.directory, node.name, "metadata.log")
         services.wait_metadata(node.netns, node.metadataUrl, node.metadataPid,
                                node.mac.replace(":", "").upper().encode(), log)
-    if opts.vnetd and services.vnetd_available():
-        progress("starting vnetd on every node")
+    if record.vnetd:
+        progress("starting vnetd on every node" + (f", metrics on port {METRICS_PORT}" if record.metricsPort else ""))
         for node in record.nodes:
-            log = os.path.join(record.directory, node.name, "vnetd.log")
-            node.vnetdPid = services.start_vnetd(node.netns, node.stateDir, log)
+            node.vnetdPid = _start_vnetd(record, node)
         for node in record.nodes:
             services.wait_vnetd(node.vnetdPid, NodeLayout(node.stateDir).socket,
                                 os.path.join(record.directory, node.name, "vnetd.log"))
@@ -151,13 +189,25 @@ def _build(record: FabricRecord, plan: AddressPlan, opts: FabricOptions, progres
     model.save(record)
 
 
+def _start_vnetd(record: FabricRecord, node: NodeRecord) -> int:
+    log = os.path.join(record.directory, node.name, "vnetd.log")
+    extra = ["--metrics-port", str(record.metricsPort), "--metrics-address", "0.0.0.0"] if record.metricsPort else []
+    return services.start_vnetd(node.netns, node.stateDir, log, extra)
+
+
+def _start_metadata(record: FabricRecord, node: NodeRecord) -> int:
+    return services.start_metadata(node.netns, naming.METADATA_PORT, node.metadataFile,
+                                   os.path.join(record.directory, node.name, "metadata.log"))
+
+
 def _node_record(record: FabricRecord, addrs: NodeAddresses, bin_dir: str) -> NodeRecord:
     name = naming.node_name(addrs.index)
     node_dir = os.path.join(record.directory, name)
     return NodeRecord(
         name=name, netns=naming.node_netns(record.name, name), primary=addrs.primary, mac=addrs.mac,
         fabricPort=naming.fabric_port(name), stateDir=os.path.join(node_dir, "state"),
-        conflist=os.path.join(node_dir, "10-vnet.conflist"), cniBinDir=bin_dir,
+        conflist=os.path.join(naming.node_cni_conf_dir(naming.node_netns(record.name, name)), CONFLIST_NAME),
+        cniBinDir=bin_dir,
         metadataUrl=naming.metadata_url(), metadataFile=os.path.join(node_dir, "interfaces.xml"),
         secondaries=list(addrs.secondaries),
         bridge="" if record.mode == sdn.MODE_TRANSPARENT else naming.NODE_BRIDGE,
@@ -165,10 +215,12 @@ def _node_record(record: FabricRecord, addrs: NodeAddresses, bin_dir: str) -> No
 
 
 def _build_node(record: FabricRecord, node: NodeRecord, prefixlen: int, opts: FabricOptions) -> None:
-    node_dir = os.path.dirname(node.conflist)
+    node_dir = os.path.dirname(node.stateDir)
     os.makedirs(node.stateDir, mode=0o755, exist_ok=True)
     with open(node.metadataFile, "wb") as f:
         f.write(render_node(node.mac, record.subnet, node.primary, node.secondaries))
+    _ensure_etc_cni()
+    os.makedirs(os.path.dirname(node.conflist), mode=0o755, exist_ok=True)
     with open(node.conflist, "w", encoding="utf-8") as f:
         json.dump(conflist_for(node, opts.reuse_cooldown, record.mode), f, indent=2)
         f.write("\n")
@@ -184,11 +236,70 @@ def _build_node(record: FabricRecord, node: NodeRecord, prefixlen: int, opts: Fa
     kernel.configure_as_kubernetes_node(node.netns)
     if record.mode == sdn.MODE_TRANSPARENT:
         sdn.configure_node(node)
-    node.metadataPid = services.start_metadata(node.netns, naming.METADATA_PORT, node.metadataFile,
-                                               os.path.join(node_dir, "metadata.log"))
+    node.metadataPid = _start_metadata(record, node)
+
+
+def _ensure_etc_cni() -> None:
+    """`ip netns exec` can only mount the node's cni/ over an existing /etc/cni (what a CNI
+    install creates on any node); an empty one is made when the machine has none."""
+    if not os.path.isdir("/etc/cni"):
+        os.makedirs("/etc/cni", mode=0o755, exist_ok=True)
+
+
+def _remove_node_etc(netns: str) -> bool:
+    """Remove the node's /etc/netns/<netns>/cni/net.d/10-vnet.conflist and the directories up to
+    /etc/netns/<netns> when nothing else is in them; True when something was removed."""
+    conf_dir = naming.node_cni_conf_dir(netns)
+    removed = False
+    try:
+        os.unlink(os.path.join(conf_dir, CONFLIST_NAME))
+        removed = True
+    except FileNotFoundError:
+        pass
+    for d in (conf_dir, os.path.dirname(conf_dir), os.path.join(naming.NETNS_ETC, netns)):
+        try:
+            os.rmdir(d)
+            removed = True
+        except OSError:
+            break  # absent, or holds what someone else put there
+    return removed
+
+
+def _owned_etc(name: str) -> list[str]:
+    """Node namespaces of this fabric that still have an /etc/netns entry of ours."""
+    pattern = naming.owned_netns_pattern(name)
+    try:
+        entries = os.listdir(naming.NETNS_ETC)
+    except OSError:
+        return []
+    return sorted(e for e in entries if pattern.match(e) and
+                  os.path.exists(os.path.join(naming.node_cni_conf_dir(e), CONFLIST_NAME)))
 
 
 # --- health, leftovers, down ---------------------------------------------------------------
+class FabricUp(SimError):
+    """`fabric up` over a fabric of that name that exists: refused, it would delete its pods."""
+
+    def __init__(self, rec: FabricRecord) -> None:
+        from . import health, pods
+
+        n = len(pods.list_pods(rec))
+        state = "up" if health.is_whole(rec) else "up but degraded"
+        super().__init__(f"fabric {rec.name!r} is already {state} ({len(rec.nodes)} nodes, {n} pods); "
+                         f"rebuilding it would delete its pods")
+        self.hint = (f"`vnetctl fabric repair --fabric {rec.name}` restarts what is down and keeps the pods; "
+                     f"`vnetctl fabric up --fabric {rec.name} --replace` rebuilds it from scratch")
+
+
+def _existing(name: str) -> FabricRecord | None:
+    """The record of a finished `fabric up` of that name whose fabric namespace still exists."""
+    try:
+        rec = model.load(name)
+    except LookupError:
+        return None
+    return rec if rec.complete and kernel.netns_exists(rec.fabricNetns) else None
+
+
 def is_healthy(name: str) -> bool:
     """The fabric is up and whole (see record_is_healthy); False when it has no readable record."""
     try:
@@ -199,15 +310,49 @@ def is_healthy(name: str) -> bool:
 
 
 def record_is_healthy(rec: FabricRecord) -> bool:
-    """Recorded as complete, every namespace present and every recorded daemon alive in it."""
-    if not rec.complete or not kernel.netns_exists(rec.fabricNetns):
-        return False
-    for n in rec.nodes:
-        if not kernel.netns_exists(n.netns) or not processes.in_netns(n.metadataPid or 0, n.netns):
-            return False
-        if n.vnetdPid and not processes.in_netns(n.vnetdPid, n.netns):
-            return False
-    return True
+    """Recorded as complete, every namespace present, every node's metadata service answering and
+    its vnetd listening (what answers, not the pids recorded at start)."""
+    from . import health
+
+    return health.is_whole(rec)
+
+
+def repair(name: str, progress: Progress = _quiet) -> dict:
+    """Restart what is down on a fabric (metadata services, vnetd) without touching its pods;
+    {"restarted": [...], "unrepairable": [...]} (a node whose namespace is gone needs --replace)."""
+    from . import health
+
+    naming.check_fabric_name(name)
+    with fabric_lock():
+        rec = model.load(name)
+        problems, nodes = health.fabric_health(rec)
+        out = {"restarted": [], "unrepairable": list(problems)}
+        if problems:
+            return out
+        for node, h in zip(rec.nodes, nodes):
+            if not h.netns.ok:
+                out["unrepairable"].append(f"{node.name}: {h.netns.detail}")
+                continue
+            if not h.metadata.ok:
+                progress(f"{node.name}: restarting the metadata service ({h.metadata.detail})")
+                if node.metadataPid and processes.in_netns(node.metadataPid, node.netns):
+                    processes.stop(node.metadataPid)
+                node.metadataPid = _start_metadata(rec, node)
+                services.wait_metadata(node.netns, node.metadataUrl, node.metadataPid,
+                                       node.mac.replace(":", "").upper().encode(),
+                                       os.path.join(rec.directory, node.name, "metadata.log"))
+                out["restarted"].append(f"{node.name}: metadata service (pid {node.metadataPid})")
+            if h.vnetd is not None and not h.vnetd.ok:
+                progress(f"{node.name}: restarting vnetd ({h.vnetd.detail})")
+                if node.vnetdPid and processes.in_netns(node.vnetdPid, node.netns):
+                    processes.stop(node.vnetdPid)
+                node.vnetdPid = _start_vnetd(rec, node)
+                services.wait_vnetd(node.vnetdPid, health.vnetd_socket(node),
+                                    os.path.join(rec.directory, node.name, "vnetd.log"))
+                out["restarted"].append(f"{node.name}: vnetd (pid {node.vnetdPid})")
+        if out["restarted"]:
+            model.save(rec)
+        return out
 
 
 def owned_namespaces(name: str) -> list[str]:
@@ -223,7 +368,7 @@ def owned_namespaces(name: str) -> list[str]:
 
 
 def _leftovers(name: str) -> bool:
-    return bool(owned_namespaces(name)) or os.path.exists(naming.fabric_dir(name))
+    return bool(owned_namespaces(name)) or os.path.exists(naming.fabric_dir(name)) or bool(_owned_etc(name))
 
 
 def down(name: str, progress: Progress = _quiet) -> dict:
@@ -254,6 +399,9 @@ def _teardown(name: str, progress: Progress) -> dict:
         progress(f"deleting namespace {ns}")
         kernel.netns_del(ns)
         removed["namespaces"] += 1
+    for ns in _owned_etc(name):
+        progress(f"removing {os.path.join(naming.NETNS_ETC, ns)}")
+        _remove_node_etc(ns)
     directory = naming.fabric_dir(name)
     if os.path.isdir(directory):
         progress(f"removing {directory}")

@@ -2,7 +2,7 @@
 
 Format (keys are the contract with other tools; extra keys may be added, none removed):
 {"name", "subnet", "gateway", "fabricNetns", "fabricBridge", "ipsPerNode", "enforceSource",
- "mode" ("bridge" | "transparent"), "complete", "created",
+ "mode" ("bridge" | "transparent"), "vnetd", "metricsPort", "complete", "created",
  "nodes": [{"name", "netns", "primary", "mac", "eth0", "fabricPort", "bridge", "stateDir",
             "conflist", "cniBinDir", "metadataUrl", "metadataFile", "metadataPid",
             "secondaries": [...], "vnetdPid"}]}
@@ -55,6 +55,8 @@ class FabricRecord:
     ipsPerNode: int
     enforceSource: bool = False
     mode: str = "bridge"
+    vnetd: bool = False                 # the nodes run vnetd
+    metricsPort: int | None = None      # vnetd's metrics port on every node (fabric up --metrics)
     complete: bool = False
     created: str = ""
     nodes: list[NodeRecord] = field(default_factory=list)
@@ -102,7 +104,7 @@ def load(name: str) -> FabricRecord:
     except FileNotFoundError:
         running = ", ".join(list_fabrics()) or "none"
         raise LookupError(f"fabric {name!r} is not up (no {path}; running: {running}); "
-                          f"start it with `vnetctl fabric up --name {name}`") from None
+                          f"start it with `vnetctl fabric up --fabric {name}`") from None
     except (OSError, ValueError) as exc:
         raise LookupError(f"fabric {name!r} has an unreadable record {path}: {exc}") from None
     return FabricRecord.from_dict(data)

@@ -68,6 +68,15 @@ def pod_netns(name: str, container_id: str) -> str:
     return f"{prefix()}{name}-pod-{container_id[:12]}"
 
 
+NETNS_ETC = "/etc/netns"          # `ip netns exec NAME` bind-mounts /etc/netns/NAME/* over /etc/*
+
+
+def node_cni_conf_dir(netns: str) -> str:
+    """A simulated node's /etc/cni/net.d: inside `ip netns exec <node namespace>` it is the one
+    at /etc/cni/net.d, so `vnetctl status` and any CNI tool find the node's conflist there."""
+    return os.path.join(NETNS_ETC, netns, "cni", "net.d")
+
+
 def fabric_port(node: str) -> str:
     """The fabric-side end of a node's veth (<= 15 characters for node1..node9999)."""
     return f"p-{node}"

@@ -108,9 +108,9 @@ def vnetd_available() -> bool:
     return tool("vnetd") is not None and importlib.util.find_spec("vnetcni.daemon.main") is not None
 
 
-def start_vnetd(netns: str, state_dir: str, log_path: str) -> int:
+def start_vnetd(netns: str, state_dir: str, log_path: str, extra: list[str] | None = None) -> int:
     """vnetd serving this node's state directory, inside the node's namespace; its pid."""
-    argv = [tool("vnetd") or "vnetd", "--state-dir", state_dir]
+    argv = [tool("vnetd") or "vnetd", "--state-dir", state_dir, *(extra or [])]
     return processes.spawn_in_netns(netns, argv, log_path)
 
 
