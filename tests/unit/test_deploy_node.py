@@ -262,6 +262,6 @@ def test_capacity_prints_what_node_bootstrap_needs(tmp_path):
     lines = res.output.splitlines()
     assert "kubelet flag:        --max-pods=12" in lines
     assert "kubelet config file: maxPods: 12" in lines
-    data = json.loads(runner.invoke(app, ["capacity", "--metadata-file", str(path), "--json"]).output)
-    assert data["maxPods"] == 12 and data["kubeletFlag"] == "--max-pods=12"
-    assert data["kubeletConfig"] == {"maxPods": 12}
+    data = json.loads(runner.invoke(app, ["capacity", "--metadata-file", str(path), "--json"]).stdout)
+    assert data["max_pods"] == 12 and data["kubelet_flag"] == "--max-pods=12"
+    assert data["kubelet_config"] == {"maxPods": 12}  # kubelet's own field name, to paste as is

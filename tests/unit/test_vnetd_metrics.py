@@ -63,7 +63,7 @@ def test_exposition_follows_prometheus_conventions(tmp_path):
     metrics.observe({"plugin": "vnet", "verb": "ADD", "result": "ok", "duration_ms": 4.2})
     metrics.observe({"plugin": "vnet", "verb": "ADD", "result": "error", "code": 7, "duration_ms": 1.0})
     metrics.observe({"plugin": "vnet", "verb": "DEL", "result": "error", "code": 11, "duration_ms": 900,
-                     "deadline_missed": True})
+                     "deadline_missed": "lock_timeout"})
     metrics.fallback("other network namespace")
     fams = _families(metrics)
     # counters: the family is named without _total, every sample ends in _total
@@ -80,7 +80,7 @@ def test_exposition_follows_prometheus_conventions(tmp_path):
     assert counts == {("ADD", "0"): 1, ("ADD", "7"): 1, ("DEL", "11"): 1}
     sums = [s.value for s in hist.samples if s.name.endswith("_sum") and s.labels["verb"] == "DEL"]
     assert sums == [pytest.approx(0.9)]  # seconds, not milliseconds
-    assert fams["vnetd_deadline_misses"].samples[0].labels == {"verb": "DEL"}
+    assert fams["vnetd_deadline_misses"].samples[0].labels == {"verb": "DEL", "kind": "lock_timeout"}
     assert fams["vnetd_fallbacks"].samples[0].value == 1
     assert any(name.startswith("process_") for name in fams)  # process_cpu_seconds, process_resident_memory_bytes
     assert "process_resident_memory_bytes" in fams

@@ -126,9 +126,17 @@ def snake(key: str) -> str:
     return _CAMEL.sub(r"_\1", key).replace(" ", "_").lower()
 
 
+# Values that are documents of another program, printed to be pasted there: kept verbatim.
+VERBATIM = frozenset({"kubelet_config", "conflist", "netconf"})
+
+
 def snake_keys(value):
     if isinstance(value, dict):
-        return {snake(k) if isinstance(k, str) else k: snake_keys(v) for k, v in value.items()}
+        out = {}
+        for k, v in value.items():
+            key = snake(k) if isinstance(k, str) else k
+            out[key] = v if key in VERBATIM else snake_keys(v)
+        return out
     if isinstance(value, (list, tuple)):
         return [snake_keys(v) for v in value]
     return value

@@ -40,8 +40,9 @@ class Metrics:
                                  "Requests vnetd handed back to the caller to run in-process", ["reason"],
                                  registry=self.registry)
         self.deadline_misses = Counter("vnetd_deadline_misses",
-                                       "Requests whose caller's deadline passed before vnetd finished",
-                                       ["verb"], registry=self.registry)
+                                       "Requests that failed by their caller's deadline (kind: expired, "
+                                       "lock_timeout, rolled_back, unanswered)",
+                                       ["verb", "kind"], registry=self.registry)
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
         self.registry.register(_PoolCollector(refresher, state_dirs))
@@ -52,8 +53,9 @@ class Metrics:
         verb, result, code = rec.get("verb", ""), rec.get("result", ""), _code(rec)
         self.requests.labels(rec.get("plugin", ""), verb, result, code).inc()
         self.duration.labels(verb, result, code).observe(rec.get("duration_ms", 0.0) / 1000)
-        if rec.get("deadline_missed"):
-            self.deadline_misses.labels(verb).inc()
+        missed = rec.get("deadline_missed")
+        if missed:
+            self.deadline_misses.labels(verb, missed if isinstance(missed, str) else "expired").inc()
 
     def fallback(self, reason: str) -> None:
         """vnetd answered "run it yourself" (another namespace, unknown plugin, bad request)."""
