@@ -94,7 +94,7 @@ def test_podman_containers_on_a_vnet_network(podman, node_ns, metadata_service, 
     endpoints = json.loads(subprocess.run([VNETCTL, "endpoints", "--state-dir", str(state), "--json"],
                                           capture_output=True, text=True, check=True).stdout)
     assert sorted(e["ips"][0].split("/")[0] for e in endpoints) == sorted(ips.values())
-    assert all(e["hostIfName"].startswith("azv") for e in endpoints)
+    assert all(e["host_if_name"].startswith("azv") for e in endpoints)
 
     podman("rm", "-f", "-t", "0", "vnt-web", "vnt-client")
     assert json.load(open(state / "endpoints.json"))["endpoints"] == {}

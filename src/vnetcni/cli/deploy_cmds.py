@@ -12,8 +12,10 @@ def register(app: typer.Typer) -> None:
 
 
 def _fail(command: str, message: str, code: int = 1) -> None:
-    typer.echo(f"vnetctl {command}: {message}", err=True)
-    raise typer.Exit(code)
+    """vnetctl's one error style (cli/common.py); `command` is kept for the callers' sake."""
+    from .common import error
+
+    error(message, code=code)
 
 
 def install_cni(

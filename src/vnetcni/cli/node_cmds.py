@@ -44,8 +44,9 @@ def install(
         res = do_install(cni_bin_dir, cni_conf_dir or "", not no_compile, conflist, fallback=not no_fallback,
                          prefix="" if no_fallback else prefix, create_dirs=create_dirs)
     except (OSError, RuntimeError) as exc:
-        typer.echo(f"vnetctl install: {exc}", err=True)
-        raise typer.Exit(1)
+        from .common import error
+
+        error(str(exc))
     kind = ("compiled front doors (vnetd only, no fallback)" if no_fallback else
             "compiled front doors (vnetd when running, else in-process)" if res.compiled else "Python entries")
     if res.release:
