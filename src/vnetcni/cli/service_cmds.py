@@ -3,17 +3,15 @@ iptables rules on every node (src/vnetcni/sim/kubeproxy.py)."""
 
 from __future__ import annotations
 
-import json
 from typing import List, Optional
 
 import typer
 
-from ..sim import naming
-from .fabric_cmds import _console, _expected_errors, _fail
+from .common import JSON_OPTION, Output, emit_json, guarded, output_option, table, want_json
+from .fabric_cmds import fabric_option
 
 service_app = typer.Typer(help="Services on the simulated VNet: kube-proxy's iptables rules on every node.",
                           no_args_is_help=True)
-FABRIC_OPTION = typer.Option(naming.DEFAULT_FABRIC, "--fabric", help="The fabric's name.")
 NAMESPACE_OPTION = typer.Option("default", "--namespace", "-n", help="Kubernetes namespace.")
 
 
@@ -37,55 +35,61 @@ def service_add(
     affinity: str = typer.Option("None", "--session-affinity", help="None or ClientIP."),
     cluster_ip: str = typer.Option("", "--cluster-ip", help="Default: the next free one in 10.96.0.0/16."),
     namespace: str = NAMESPACE_OPTION,
-    fabric: str = FABRIC_OPTION,
+    fabric: str = fabric_option(),
+    output: Optional[Output] = output_option("the Service"),
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """Create a Service backed by pods of the fabric and write kube-proxy's rules on every node."""
     from ..sim import kubeproxy, model
 
-    try:
+    def body() -> int:
         svc = kubeproxy.add_service(model.load(fabric), name, pods, port, target_port, namespace=namespace,
                                     node_port=node_port, affinity=affinity, cluster_ip=cluster_ip)
-    except _expected_errors() as exc:
-        raise _fail("fabric service add", exc)
-    where = f"{svc.clusterIP}:{svc.port}" + (f", NodePort {svc.nodePort} on every node" if svc.nodePort else "")
-    typer.echo(f"service {svc.key}: {where} -> {', '.join(svc.endpoints)} port {svc.targetPort}"
-               + (" (sessionAffinity ClientIP)" if svc.sessionAffinity == "ClientIP" else ""))
+        if want_json(output, as_json):
+            emit_json(_row(svc))
+            return 0
+        where = f"{svc.clusterIP}:{svc.port}" + (f", NodePort {svc.nodePort} on every node" if svc.nodePort else "")
+        typer.echo(f"service {svc.key}: {where} -> {', '.join(svc.endpoints)} port {svc.targetPort}"
+                   + (" (sessionAffinity ClientIP)" if svc.sessionAffinity == "ClientIP" else ""))
+        return 0
+
+    guarded(body)
 
 
 @service_app.command("del")
 def service_del(name: str = typer.Argument(..., help="Service name."), namespace: str = NAMESPACE_OPTION,
-                fabric: str = FABRIC_OPTION) -> None:
+                fabric: str = fabric_option(), output: Optional[Output] = output_option("the deleted Service"),
+                as_json: bool = JSON_OPTION) -> None:
     """Remove a Service and its rules from every node."""
     from ..sim import kubeproxy, model
 
-    try:
+    def body() -> int:
         svc = kubeproxy.delete_service(model.load(fabric), name, namespace)
-    except _expected_errors() as exc:
-        raise _fail("fabric service del", exc)
-    typer.echo(f"service {svc.key} deleted ({svc.clusterIP})")
+        if want_json(output, as_json):
+            emit_json(dict(_row(svc), deleted=True))
+        else:
+            typer.echo(f"service {svc.key} deleted ({svc.clusterIP})")
+        return 0
+
+    guarded(body)
 
 
 @service_app.command("list")
-def service_list(fabric: str = FABRIC_OPTION,
-                 as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+def service_list(fabric: str = fabric_option(), output: Optional[Output] = output_option("the Services"),
+                 as_json: bool = JSON_OPTION) -> None:
     """The fabric's Services."""
     from ..sim import kubeproxy, model
 
-    try:
+    def body() -> int:
         rows = [_row(s) for s in kubeproxy.list_services(model.load(fabric))]
-    except _expected_errors() as exc:
-        raise _fail("fabric service list", exc)
-    if as_json:
-        typer.echo(json.dumps(rows, indent=2))
-        return
-    from rich.table import Table
+        if want_json(output, as_json):
+            emit_json(rows)
+            return 0
+        table(f"services of fabric {fabric}", ["service", "cluster IP", "port", "node port", "affinity", "endpoints"],
+              [[r["service"], r["clusterIP"], f"{r['port']} -> {r['targetPort']}", str(r["nodePort"] or "-"),
+                r["sessionAffinity"], ", ".join(r["endpoints"])] for r in rows])
+        if not rows:
+            typer.echo("no services", err=True)
+        return 0
 
-    table = Table(title=f"services of fabric {fabric}", title_justify="left")
-    for col in ("service", "cluster IP", "port", "node port", "affinity", "endpoints"):
-        table.add_column(col)
-    for r in rows:
-        table.add_row(r["service"], r["clusterIP"], f"{r['port']} -> {r['targetPort']}", str(r["nodePort"] or "-"),
-                      r["sessionAffinity"], ", ".join(r["endpoints"]))
-    _console().print(table)
-    if not rows:
-        typer.echo("no services")
+    guarded(body)
