@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ..daemon.client import listening
 from ..dataplane.netns import entered
+from ..node.layout import NodeLayout
 
 REFERENCE_DIR = "/usr/lib/cni"
 SUBNET_PREFIX = "10.240"
@@ -142,7 +143,7 @@ def prepared(target: Target, pool: int, tag: str):
 
 def _start_vnetd(target: Target) -> None:
     vnetd = str(Path(sys.executable).with_name("vnetd"))
-    sock = os.path.join(target.conf["stateDir"], "vnetd.sock")
+    sock = NodeLayout.for_plugin("vnet", target.conf).socket
     with entered(f"/run/netns/{target.node}"):
         target.daemon = subprocess.Popen([vnetd, "--state-dir", target.conf["stateDir"],
                                           "--log-file", os.path.join(target.workdir, "vnetd.log")],

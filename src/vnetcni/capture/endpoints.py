@@ -10,6 +10,7 @@ import ipaddress
 import os
 
 from ..cni.errors import CNIError
+from ..node.layout import NodeLayout
 from ..plugins.endpoints import EndpointStore
 from .errors import BadInput, CaptureError
 
@@ -18,7 +19,7 @@ MIN_ID_PREFIX = 4
 
 def load_records(state_dir: str) -> list[dict]:
     """The node's endpoint records; none when the node has no state of ours."""
-    if not os.path.exists(os.path.join(state_dir, "endpoints.json")):
+    if not os.path.exists(NodeLayout(state_dir).endpoints_file):
         return []
     try:
         return [r for r in EndpointStore(state_dir).all().values() if isinstance(r, dict)]

@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass, field
 
 from ..dataplane import netns as nsutil
+from ..node.layout import NodeLayout
 from . import discovery
 from .discovery import HostSide
 from .endpoints import (as_address, display_name, load_records, match_records, record_addresses,
@@ -117,7 +118,7 @@ def _discover(query: str, namespace: str | None, node: Node, fabric: Fabric | No
                               f"{node.label}", "is it on another node? (--node)")
         return Pod(query, node, host)
     name, _ = split_pod_name(query, namespace)
-    where = os.path.join(node.state_dir, "endpoints.json")
+    where = NodeLayout(node.state_dir).endpoints_file
     netns_tried = query if query.startswith("/") else nsutil.netns_path(name)
     raise PodNotFound(
         f"unknown pod {query!r}: no such pod name, address or container ID in {where} "

@@ -59,7 +59,8 @@ class PendingDeletes:
         return os.path.join(self.dir, key + SUFFIX)
 
     def carry_out_all(self) -> int:
-        """Replay every pending DEL; returns how many were carried out."""
+        """Replay every pending DEL; returns how many are done (carried out, or set aside as
+        unreadable)."""
         try:
             names = sorted(n for n in os.listdir(self.dir) if n.endswith(SUFFIX))
         except FileNotFoundError:

@@ -28,6 +28,7 @@ import sysconfig
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..node.layout import DEFAULT_STATE_DIR
 from .front import PLUGINS
 
 FALLBACK_DIR = ".vnet-cni"
@@ -239,7 +240,7 @@ def _install_conflist(result: Installed, bin_dir: str, conf_dir: str, conflist: 
             result.notes.append("the conflist chains the reference `portmap` plugin, which is not installed")
 
 
-def default_conflist(name: str = "vnet", bridge: str = "azure0", state_dir: str = "/var/run/vnet",
+def default_conflist(name: str = "vnet", bridge: str = "azure0", state_dir: str = DEFAULT_STATE_DIR,
                      metadata_url: str = "", metadata_file: str = "", uplink: str = "",
                      cni_version: str = "1.0.0", reuse_cooldown: float | None = None,
                      mode: str = "bridge") -> dict:
