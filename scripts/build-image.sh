@@ -33,6 +33,13 @@ want_archive=1
 refresh_base=0
 
 die() { echo "build-image: $*" >&2; exit 1; }
+steps=""
+mark=$(date +%s.%N)
+step() {  # step NAME: record the seconds since the previous step
+    local now; now=$(date +%s.%N)
+    steps="$steps $1=$(awk -v a="$mark" -v b="$now" 'BEGIN { printf "%.1fs", b - a }')"
+    mark=$now
+}
 while (($#)); do
     case "$1" in
         --tag) tag="${2:?--tag needs a value}"; shift 2 ;;
@@ -118,12 +125,21 @@ if ! pm image exists "$base_tag"; then
     pm import --quiet "$base_tar" "$base_tag" >/dev/null
 fi
 
+step base
 # --- 2. wheels from a clean export of the tree ----------------------------------------------------
 ctx="$work/context"
 mkdir -p "$ctx/src" "$ctx/wheels" "$ctx/cni-bin" "$cache/wheels"
 # tracked and new (not ignored) files as they are in the working tree; never .venv, build/, caches
 (cd "$repo" && git ls-files -z --cached --others --exclude-standard | while IFS= read -r -d '' f; do
     [ -e "$f" ] && printf '%s\0' "$f"; done | tar --null -T - -cf -) | tar -C "$ctx/src" -xf -
+# what the image is made of: this tree, the Containerfile, the base; an image already built from
+# exactly that (its label) is reused, so a session that asks again gets it in a second or two
+src_key="$( (cd "$ctx/src" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum; echo "$key") \
+    | sha256sum | cut -c1-16)"
+built_key="$(pm image inspect --format '{{index .Labels "io.vnet-cni.source"}}' "$tag" 2>/dev/null || true)"
+if [ "$built_key" = "$src_key" ]; then
+    echo "build-image: $tag is already built from this tree ($src_key)"
+else
 echo "build-image: building wheels"
 # vnet-cni itself; then its dependencies (and pip, which installs them in the image) from the
 # wheel cache, reaching the package index only for what the cache lacks
@@ -140,6 +156,7 @@ if ! "$python" -m pip wheel -q --no-index --find-links "$cache/wheels" -w "$ctx/
 fi
 ls "$ctx"/wheels/*.whl | grep -v '/vnetcni-\|/pip-' | grep -q . || die "no dependency wheels were built"
 
+step wheels
 # --- 3. static front doors ------------------------------------------------------------------------
 # compiled by the exported tree's own compile_front_door (one place decides the defines) as
 # no-fallback builds, with -static: the host needs neither a loader nor Python, and every call
@@ -156,22 +173,31 @@ compile_front_door(sys.argv[1], None, Path(sys.argv[2]), "gcc", ("-static", "-s"
     fi
 done
 
+step front_doors
 # --- 4. the image ---------------------------------------------------------------------------------
 cp "$repo/Containerfile" "$ctx/Containerfile"
 echo "build-image: podman build $tag"
 pm build --quiet --pull=never --network none --layers=false --build-arg "BASE=$base_tag" \
-    --build-arg "VERSION=$version" -t "$tag" -f "$ctx/Containerfile" "$ctx" >/dev/null
+    --build-arg "VERSION=$version" --label "io.vnet-cni.source=$src_key" -t "$tag" -f "$ctx/Containerfile" \
+    "$ctx" >/dev/null
 pm image prune -f >/dev/null 2>&1 || true
+fi
 
+step podman_build
 # --- 5. the OCI archive ---------------------------------------------------------------------------
 size_img="$(pm image inspect --format '{{.Size}}' "$tag")"
 summary="tag=$tag image_bytes=$size_img"
 if [ "$want_archive" = 1 ]; then
     mkdir -p "$(dirname "$archive")"
-    rm -f "$archive.tmp"
-    pm save --quiet --format oci-archive -o "$archive.tmp" "$tag"
-    mv "$archive.tmp" "$archive"
+    if [ ! -s "$archive" ] || [ "$(cat "$archive.source" 2>/dev/null)" != "$tag $src_key" ]; then
+        rm -f "$archive.tmp" "$archive.source"
+        pm save --quiet --format oci-archive -o "$archive.tmp" "$tag"
+        mv "$archive.tmp" "$archive"
+        echo "$tag $src_key" >"$archive.source"
+    fi
     summary="$summary archive=$archive archive_bytes=$(stat -c %s "$archive")"
 fi
+[ "$want_archive" = 1 ] && step oci_archive
 elapsed=$(awk -v a="$started" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
+echo "build-image: steps:$steps"
 echo "build-image: built $summary seconds=$elapsed"
