@@ -63,6 +63,24 @@ class CRINode:
         os.replace(tmp, path)
         return path
 
+    def conflist_text(self, name: str = "10-vnet.conflist") -> str:
+        return (self.cni_conf / name).read_text()
+
+    def plugin(self, name: str, command: str, conf: dict, container_id: str, netns: str = "/proc/self/ns/net",
+               timeout: float = 30):
+        """A plugin of the node's /opt/cni/bin executed on the node as containerd executes it
+        (the node's namespaces, CNI_* environment, the network config on stdin)."""
+        from support.cni import Outcome
+
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CNI_")}
+        env.update({"CNI_COMMAND": command, "CNI_CONTAINERID": container_id, "CNI_NETNS": netns,
+                    "CNI_IFNAME": "eth0", "CNI_PATH": "/opt/cni/bin"})
+        conf = dict(conf, cniVersion=conf.get("cniVersion", "1.0.0"), name=conf.get("name", "vnet"))
+        proc = subprocess.run([*self.containerd.enter(), f"/opt/cni/bin/{name}"], input=json.dumps(conf).encode(),
+                              env=env, capture_output=True, timeout=timeout)
+        text = proc.stdout.decode().strip()
+        return Outcome(proc.returncode, json.loads(text) if text else None, proc.stderr.decode())
+
     def clear_conflists(self) -> None:
         for p in self.cni_conf.iterdir():
             p.unlink()
