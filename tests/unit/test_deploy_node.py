@@ -106,6 +106,9 @@ def test_conflist_load_accepts_the_node_conflist(tmp_path):
      "vnet-ipam's stateDir is /x"),
     ({**CONFLIST, "plugins": [{**CONFLIST["plugins"][0], "ipam": {"type": "vnet-ipam", "metadataUrl": "ftp://x"}}]},
      "bad vnet-ipam section"),
+    ({**CONFLIST, "plugins": [{**CONFLIST["plugins"][0], "mode": "overlay"}]}, "bad vnet section: mode must be"),
+    ({**CONFLIST, "plugins": [{**CONFLIST["plugins"][0], "bridge": "a-very-long-bridge-name"}]},
+     "invalid bridge name"),
 ])
 def test_conflist_load_refuses(tmp_path, doc, message):
     with pytest.raises(conflist.ConflistError, match=message):
@@ -214,6 +217,8 @@ def _node(tmp_path: Path):
     (state / "ipam.json.lock").write_text("")
     (state / "endpoints.json").write_text("{}")
     (state / "operator-notes.txt").write_text("mine")
+    (state / "pending-deletes").mkdir()
+    (state / "pending-deletes" / "abc.del").write_text("{}")
     return bin_dir, conf_dir, state
 
 
@@ -228,12 +233,13 @@ def test_uninstall_removes_only_what_is_ours(tmp_path):
     assert not prefix.exists()
     assert sorted(os.listdir(bin_dir)) == ["bridge", "portmap"]
     assert os.listdir(conf_dir) == ["05-other.conflist"]
-    assert len(os.listdir(state)) == 4  # state stays unless asked
+    assert len(os.listdir(state)) == 5  # state stays unless asked
     res = runner.invoke(app, ["uninstall", "--cni-bin-dir", str(bin_dir), "--cni-conf-dir", str(conf_dir),
                               "--state-dir", str(state), "--remove-state", "--prefix", str(prefix)])
     assert res.exit_code == 0, res.output
     assert os.listdir(state) == ["operator-notes.txt"]
     assert "kept" in res.output and "not vnet-cni state" in res.output
+    assert "1 DEL(s) recorded while vnetd was down were never carried out" in res.output
 
 
 def test_uninstall_keeps_state_while_vnetd_serves_it(tmp_path):

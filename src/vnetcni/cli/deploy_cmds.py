@@ -88,6 +88,10 @@ def uninstall(
         typer.echo(f"kept {line}")
     if not done.paths:
         typer.echo("nothing of vnet-cni found to remove")
+    if done.pending_deletes_left:
+        typer.echo(f"note: {done.pending_deletes_left} DEL(s) recorded while vnetd was down were never carried "
+                   "out: their host interfaces stay until the node reboots (delete pods before vnetd next time)",
+                   err=True)
     if done.endpoints_left:
         typer.echo(f"note: the state held {done.endpoints_left} endpoint(s): their pods keep their "
                    "interfaces until they are deleted", err=True)

@@ -68,6 +68,15 @@ def load(path: str, state_dir: str) -> tuple[bytes, list]:
     ipams = _ipam_sections(conf.plugins)
     if not ours and not ipams:
         raise ConflistError(f"{path} has neither a vnet nor a vnet-ipam plugin")
+    for index, plugin in enumerate(conf.plugins):
+        if plugin.get("type") == "vnet":  # the plugin's own validation, as on every call
+            from ..cni.config import parse_netconf
+            from ..plugins.vnet import Settings
+
+            try:
+                Settings(parse_netconf(conf.plugin_config(index)))
+            except CNIError as exc:
+                raise ConflistError(f"{path}: bad vnet section: {exc.msg}") from None
     for plugin in ours:
         try:
             got = NodeLayout.for_plugin(plugin["type"], plugin).socket

@@ -31,6 +31,7 @@ class Removed:
     paths: list[str] = field(default_factory=list)
     kept: list[str] = field(default_factory=list)  # (path: why) lines
     endpoints_left: int = 0
+    pending_deletes_left: int = 0
 
 
 def _remove(path: Path, done: Removed) -> None:
@@ -98,6 +99,8 @@ def _remove_state(sdir: Path, done: Removed) -> None:
         done.endpoints_left = len(EndpointStore(str(sdir)).all())
     except Exception:  # a corrupt document is removed all the same
         done.endpoints_left = 0
+    pending = Path(NodeLayout(str(sdir)).pending_deletes)
+    done.pending_deletes_left = len(list(pending.iterdir())) if pending.is_dir() else 0
     for entry in sorted(sdir.iterdir()):
         if entry.name.startswith(STATE_PREFIXES) or entry.name.endswith(".lock") or entry.name in STATE_DIRS:
             _remove(entry, done)
