@@ -12,7 +12,6 @@ import subprocess
 import time
 from pathlib import Path
 
-import pytest
 
 from support.cni import metadata_xml
 from support.resources import OWNER

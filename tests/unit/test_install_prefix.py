@@ -72,8 +72,6 @@ def test_entries_import_only_from_the_prefix(tmp_path):
 
 @needs_root
 def test_a_new_release_keeps_the_previous_one_only(tmp_path, monkeypatch):
-    import vnetcni.plugins.install as inst
-
     bin_dir, prefix = tmp_path / "bin", tmp_path / "prefix"
     bin_dir.mkdir()
     first = install(str(bin_dir), compile_front=False, prefix=str(prefix)).release
