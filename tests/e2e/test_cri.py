@@ -45,6 +45,9 @@ def report(capsys):
     return write
 
 
+SAMPLES = 10  # RunPodSandbox timings per network, sequential, one sandbox at a time
+
+
 def timed(fn, *args, **kw):
     start = time.perf_counter()
     out = fn(*args, **kw)
@@ -79,7 +82,7 @@ def test_reference_bridge_host_local_through_cri(node, report):
         assert node.ping(pods[0], pods[1].ip)
         assert node.ping(pods[3], pods[2].ip)
         sandbox_ms = []
-        for i in range(6):  # RunPodSandbox alone: what the network adds to a pod start
+        for i in range(SAMPLES):  # RunPodSandbox alone: what the network adds to a pod start
             cfg = node.kubelet.sandbox_config(f"ref-sb-{i}", "default", f"uid-ref-{i}", {})
             sid, ms = timed(node.cri.run_sandbox, cfg)
             sandbox_ms.append(ms)
@@ -147,7 +150,7 @@ def test_vnet_through_vnetd_on_the_node(node, report, tmp_path):
         assert node.ping(pods[0], ips[1]) and node.ping(pods[2], ips[0])
 
         sandbox_ms = []
-        for i in range(6):
+        for i in range(SAMPLES):
             cfg = node.kubelet.sandbox_config(f"vnet-sb-{i}", "default", f"uid-vnet-{i}", {})
             sid, ms = timed(node.cri.run_sandbox, cfg)
             sandbox_ms.append(ms)
@@ -301,8 +304,9 @@ def test_daemonset_turns_the_node_network_ready(node, agent, report):
     ds, start = agent
     built = start["image"]
     assert start["not_ready_first"]  # NetworkReady=false before the agent serves
-    report(f"DaemonSet start -> NetworkReady {start['network_ready_s']:.2f} s, -> pod ready (probes) "
-           f"{start['pod_ready_s']:.2f} s (image {built.tag}, archive {built.archive_bytes / 1e6:.1f} MB, "
+    steps = ", ".join(f"{k} {v:.2f} s" for k, v in ds.pod.timings.items())
+    report(f"DaemonSet start -> NetworkReady {start['network_ready_s']:.2f} s ({steps}; the stand-in probes "
+           f"every 0.1 s) (image {built.tag}, archive {built.archive_bytes / 1e6:.1f} MB, "
            f"ctr import {start['import_s']:.1f} s)")
     assert {"vnet", "vnet-ipam"} <= set(os.listdir(node.cni_bin))  # the init container's work
     assert not (node.cni_bin / ".vnet-cni").exists()  # no fallback on the host
@@ -317,7 +321,9 @@ def test_daemonset_turns_the_node_network_ready(node, agent, report):
 def test_pods_get_pool_addresses_from_the_agent(node, agent, report):
     """Pods created after the agent started (it has no /var/run/netns: the front door passes the
     namespace) get pool addresses served by the agent itself, reach each other and the gateway,
-    and leave nothing after Stop + Remove."""
+    one pod too many gets the exhaustion error, and Stop + Remove leave nothing."""
+    from support.cri import CRIError
+
     ds, _ = agent
     state = node.host / "var/run/vnet"
     pods = []
@@ -325,7 +331,7 @@ def test_pods_get_pool_addresses_from_the_agent(node, agent, report):
         for i in range(3):
             pods.append(node.busybox_pod(f"app-{i}"))
         sandbox_ms = []
-        for i in range(6):
+        for i in range(SAMPLES):
             cfg = node.kubelet.sandbox_config(f"ds-sb-{i}", "default", f"uid-ds-{i}", {})
             sid, ms = timed(node.cri.run_sandbox, cfg)
             sandbox_ms.append(ms)
@@ -337,6 +343,12 @@ def test_pods_get_pool_addresses_from_the_agent(node, agent, report):
         assert len(set(ips)) == 3 and set(ips) <= set(POOL), ips
         assert all(served_ok(node, ds.pod, p.sandbox_id) for p in pods)
         assert node.ping(pods[0], "10.240.0.1") and node.ping(pods[0], ips[1]) and node.ping(pods[2], ips[0])
+        # max pods is the pool: two more fit, the next one gets the clear exhaustion error
+        pods += [node.busybox_pod(f"app-{i}") for i in (3, 4)]
+        with pytest.raises(CRIError) as err:
+            node.busybox_pod("one-too-many")
+        assert "no address available on this node: 5 of 5 in use" in err.value.details, err.value.details
+        assert len(node.cri.sandboxes()) == 6  # five pods and the agent: nothing half made
     finally:
         for pod in pods:
             node.kubelet.delete_pod(pod)

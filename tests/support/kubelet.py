@@ -44,6 +44,7 @@ class Pod:
     dir: Path
     ip: str = ""
     containers: dict[str, str] = field(default_factory=dict)  # name -> container id
+    timings: dict[str, float] = field(default_factory=dict)  # seconds from the start of run_pod
     attempts: dict[str, int] = field(default_factory=dict)
 
 
@@ -102,11 +103,13 @@ class Kubelet:
     def run_pod(self, name: str, spec: dict, namespace: str = "default", labels: dict | None = None,
                 ready_timeout: float = 60, sandbox_timeout: float | None = None) -> Pod:
         """Sandbox, init containers (each to completion), containers; then waits for readiness."""
+        t0 = time.monotonic()
         uid = str(uuid.uuid4())
         config = self.sandbox_config(name, namespace, uid, spec, labels)
         Path(config.log_directory).mkdir(parents=True, exist_ok=True)
         sandbox_id = self.cri.run_sandbox(config, timeout=sandbox_timeout)
         pod = Pod(name, namespace, uid, spec, config, sandbox_id, self.workdir / "pods" / uid)
+        pod.timings["sandbox"] = time.monotonic() - t0
         self.pods[sandbox_id] = pod
         status = self.cri.sandbox_status(sandbox_id).status
         pod.ip = self.node_ip if spec.get("hostNetwork") else status.network.ip
@@ -117,9 +120,12 @@ class Kubelet:
                 code = self.wait_exit(cid, timeout=c.get("_timeout", 60))
                 if code != 0:
                     raise PodFailed(f"init container {c['name']} exited {code}: {self.logs(pod, c['name'])}")
+                pod.timings[f"init {c['name']}"] = time.monotonic() - t0
             for c in spec.get("containers", []):
                 self._start(pod, c, volumes)
+            pod.timings["started"] = time.monotonic() - t0
             self.wait_ready(pod, ready_timeout)
+            pod.timings["ready"] = time.monotonic() - t0
         except Exception:
             self.delete_pod(pod)
             raise
