@@ -291,6 +291,8 @@ class Demo:
             self.outcome.check(c["in use"] == 0 and c["free"] + c["cooling"] == c["size"] == len(node.secondaries),
                                f"{node.name}'s pool is not back to free: {c}")
         self.console.print(table)
+        self.console.print("cooling: released addresses wait out vnet-ipam's reuse cooldown (reuseCooldownSeconds, "
+                           "30 s by default) before another pod gets them, so no stale connection reaches a new pod")
         left = pods.list_pods(self.fabric)
         self.outcome.check(not left and not self._pod_netns(), "pods or sandboxes left after the deletes")
 
