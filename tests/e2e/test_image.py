@@ -111,3 +111,39 @@ def test_vnetd_in_the_image_serves_then_installs_the_conflist(vnet_image, tmp_pa
         assert "stopped" in logs and "Traceback" not in logs
     finally:
         vnet_image.podman("rm", "-f", "-t", "0", name, check=False)
+
+
+def test_uninstall_daemonset_command_cleans_a_node(vnet_image, tmp_path):
+    """The init container of deploy/uninstall/ run in the image, its host volumes mapped onto
+    throwaway directories that stand in for the host's."""
+    import yaml
+
+    root = Path(__file__).resolve().parents[2]
+    (doc,) = yaml.safe_load_all((root / "deploy" / "uninstall" / "daemonset.yaml").read_text())
+    spec = doc["spec"]["template"]["spec"]
+    (init,) = spec["initContainers"]
+    host = tmp_path / "host"
+    volumes = {v["name"]: host / v["hostPath"]["path"].lstrip("/") for v in spec["volumes"]}
+    for d in (*volumes.values(), host / "opt/cni/bin", host / "run/vnet"):
+        d.mkdir(parents=True, exist_ok=True)
+    # a node with vnet-cni on it: front doors (from the image), a conflist, state, another CNI's files
+    vnet_image.podman("run", "--rm", "--network", "none", "-v", f"{host / 'opt/cni/bin'}:/b", vnet_image.tag,
+                      "vnetctl", "install-cni", "--cni-bin-dir", "/b")
+    (host / "opt/cni/bin/portmap").write_text("reference plugin")
+    net_d = host / "etc/cni/net.d"
+    (net_d / "10-vnet.conflist").write_text(json.dumps({"cniVersion": "1.0.0", "name": "vnet", "plugins": [
+        {"type": "vnet", "ipam": {"type": "vnet-ipam"}}]}))
+    (net_d / "20-other.conflist").write_text(json.dumps({"cniVersion": "1.0.0", "name": "o", "plugins": [
+        {"type": "bridge"}]}))
+    (host / "run/vnet/ipam.json").write_text("{}")
+    (host / "run/vnet/endpoints.json").write_text('{"endpoints": {}}')
+    (host / "run/other-daemon.pid").write_text("1")
+    args = ["run", "--rm", "--network", "none", "--read-only", "--cap-drop", "ALL"]
+    for m in init["volumeMounts"]:
+        args += ["-v", f"{volumes[m['name']]}:{m['mountPath']}"]
+    out = vnet_image.podman(*args, vnet_image.tag, *init["command"])
+    assert "Traceback" not in out.stdout + out.stderr
+    assert sorted(os.listdir(host / "opt/cni/bin")) == ["portmap"]
+    assert os.listdir(net_d) == ["20-other.conflist"]
+    assert not (host / "run/vnet").exists() and (host / "run/other-daemon.pid").exists()
+    assert not (host / "opt/vnet-cni").exists()

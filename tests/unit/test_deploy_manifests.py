@@ -147,3 +147,43 @@ def test_configmap_feeds_vnetd(tmp_path):
     src.write_text(cm["data"]["10-vnet.conflist"])
     data, configs = load(str(src), _arg(vnetd, "--state-dir"))
     assert json.loads(data)["plugins"][0]["type"] == "vnet" and len(configs) == 1
+
+
+UNINSTALL = sorted((DEPLOY / "uninstall").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", UNINSTALL, ids=lambda p: p.name)
+def test_uninstall_manifest_strict(path):
+    """deploy/uninstall/ (not applied by `kubectl apply -f deploy/`: no -R) validates too."""
+    for doc in yaml.safe_load_all(path.read_text()):
+        kubernetes_validate.validate(doc, kubernetes_validate.latest_version(), strict=True)
+
+
+def test_uninstall_daemonset_runs_vnetctl_uninstall_on_the_host_paths():
+    (doc,) = [d for d in yaml.safe_load_all((DEPLOY / "uninstall" / "daemonset.yaml").read_text())]
+    spec = doc["spec"]["template"]["spec"]
+    (init,) = spec["initContainers"]
+    cmd = init["command"]
+    assert cmd[:3] == ["vnetctl", "uninstall", "--remove-state"]
+    mounts = {m["mountPath"]: m["name"] for m in init["volumeMounts"]}
+    host = {v["name"]: v["hostPath"]["path"] for v in spec["volumes"]}
+
+    def on_host(path: str) -> str:  # the host path a container path lands on
+        for mount, name in sorted(mounts.items(), key=lambda kv: -len(kv[0])):
+            if path == mount or path.startswith(mount + "/"):
+                return host[name] + path[len(mount):]
+        raise AssertionError(f"{path} is not on a host volume")
+
+    flags = dict(zip(cmd[3::2], cmd[4::2]))
+    assert on_host(flags["--cni-bin-dir"]) == "/opt/cni/bin"
+    assert on_host(flags["--cni-conf-dir"]) == "/etc/cni/net.d"
+    assert on_host(flags["--state-dir"]) == "/run/vnet"  # /var/run/vnet: /var/run is /run
+    assert on_host(flags["--prefix"]) == "/opt/vnet-cni"
+    help_text = subprocess.run([str(Path(sys.executable).with_name("vnetctl")), "uninstall", "--help"],
+                               capture_output=True, text=True, timeout=60, env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"}).stdout
+    for flag in flags:
+        assert flag in help_text, flag
+    for c in spec["initContainers"] + spec["containers"]:
+        assert c["image"] == f"localhost/vnet-cni:{vnetcni.__version__}"
+        assert not c["securityContext"].get("privileged") and c["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    assert spec["automountServiceAccountToken"] is False and {"operator": "Exists"} in spec["tolerations"]

@@ -107,5 +107,8 @@ def _remove_state(sdir: Path, done: Removed) -> None:
         else:
             done.kept.append(f"{entry}: not vnet-cni state")
     if not any(sdir.iterdir()):
-        sdir.rmdir()
-        done.paths.append(str(sdir))
+        try:
+            sdir.rmdir()
+            done.paths.append(str(sdir))
+        except OSError as exc:  # e.g. a mount point
+            done.kept.append(f"{sdir}: empty, but {exc.strerror}")
