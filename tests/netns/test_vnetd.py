@@ -202,7 +202,7 @@ def test_stale_socket_and_second_daemon(cni_bin, node_ns, pod_ns, tmp_path, stat
     d = daemons(node_ns, state_dir, str(tmp_path / "log")).start()  # replaces the stale file
     again = subprocess.run(["ip", "netns", "exec", node_ns, VNETD, "--state-dir", state_dir],
                            capture_output=True, text=True, timeout=30)
-    assert again.returncode == 1 and "already listening" in again.stderr
+    assert again.returncode == 1 and "another vnetd is running" in again.stderr
     r = run_plugin(vnet, "DEL", conf, node=node_ns, container_id="ctr0", netns="", cni_path=cni_bin)
     assert r.ok and [x["verb"] for x in d.served()] == ["DEL"]
     d.stop()
@@ -232,6 +232,7 @@ def test_vnetd_reconciles_stale_endpoints_at_start(cni_bin, node_ns, namespaces,
                       netns=f"/run/netns/{gone}", cni_path=cni_bin).ok
     subprocess.run(["ip", "netns", "del", gone], check=True)  # as after a reboot
     namespaces.created.remove(gone)
+    wait_for(lambda: not [l for l in links(node_ns) if l.startswith("azv")], what="the veth to go with its netns")
     daemons(node_ns, state_dir, str(tmp_path / "log")).start()
     assert endpoint_view(state_dir) == {} and ipam_allocations(state_dir) == {}
 

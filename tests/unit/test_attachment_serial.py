@@ -180,7 +180,7 @@ def test_overlapping_calls_for_one_attachment_never_interleave(node):
     recs = EndpointStore(sd).all()
     allocs = allocations(sd)
     if recs:
-        assert list(allocs) == ["c1"] and recs["vnet/c1/eth0"]["ips"] == [allocs["c1"]]
+        assert list(allocs) == ["c1"] and recs["vnet/c1/eth0"].ips == [allocs["c1"]]
         assert list(dp.hosts) == [host_ifname("vnet", "c1", "eth0")]
     else:
         assert allocs == {} and dp.hosts == {}

@@ -9,6 +9,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from vnetcni.capture.errors import EXIT_BAD_INPUT
 from vnetcni.cli import ipam_cmds
 from vnetcni.cni.config import parse_netconf
 from vnetcni.cni.invocation import Invocation
@@ -77,13 +78,24 @@ def test_ipam_rebuild(cli, busy_node):
     path = os.path.join(busy_node, "ipam.json")
     with open(path, "wb") as f:
         f.write(b"\x00\x00")
-    res = cli("ipam", "--state-dir", busy_node, "--json")
-    assert res.exit_code == 1 and "moved aside" in res.output and "Traceback" not in res.output
-    res = cli("ipam", "--state-dir", busy_node)
-    assert "ADD is refused" in res.output
+    for _ in range(2):  # reading has no side effects: the file stays where it is
+        res = cli("ipam", "--state-dir", busy_node, "--json")
+        assert res.exit_code == 1 and "left in place" in res.output and "Traceback" not in res.output
+    assert os.path.exists(path) and not [n for n in os.listdir(busy_node) if ".corrupt-" in n]
+    # No endpoint records beside ipam.json: nothing to rebuild from, so no rebuild without --force.
     res = cli("ipam", "--state-dir", busy_node, "--rebuild")
-    assert res.exit_code == 0 and "no endpoints.json" in res.output and "ADD works again" in res.output
+    assert res.exit_code == 1 and "refusing to rebuild" in res.output and "--force" in res.output
+    assert "two pods with one address" in res.output and "Traceback" not in res.output
+    assert os.path.exists(path)  # the refusal touched nothing
+    res = cli("ipam", "--state-dir", busy_node, "--rebuild", "--force")
+    assert res.exit_code == 0 and "WARNING: rebuilt without evidence" in res.output
+    assert "no endpoints.json" in res.output and "ADD works again" in res.output
     assert json.loads(cli("ipam", "--state-dir", busy_node, "--json").stdout)["needs_rebuild"] == []
+
+
+def test_force_needs_rebuild(cli, busy_node):
+    res = cli("ipam", "--state-dir", busy_node, "--force")
+    assert res.exit_code == EXIT_BAD_INPUT and "--force only goes with --rebuild" in res.output
 
 
 def test_capacity_from_a_file(cli, tmp_path):

@@ -14,7 +14,7 @@ from vnetcni.cni.errors import CNIError
 from vnetcni.cni.invocation import Invocation
 from vnetcni.ipam.metadata import render_node
 from vnetcni.ipam.plugin import IpamPlugin
-from vnetcni.ipam.rebuild import rebuild
+from vnetcni.ipam.rebuild import NoEvidence, rebuild
 from vnetcni.ipam.sources import FakeMetadataSource
 from vnetcni.ipam.store import IpamStore
 from vnetcni.state.durable import CorruptState
@@ -121,8 +121,12 @@ def test_unreadable_state_is_moved_aside_and_add_refused_until_rebuild(node, sha
     assert info.value.code == 101 and "--rebuild" in info.value.msg and kept in info.value.msg
     node.delete("b")  # DEL still succeeds (nothing known to release)
 
-    report = rebuild(node.state_dir)
-    assert report.recovered == [kept]
+    with pytest.raises(NoEvidence):  # no endpoint records to rebuild from: the guard stays
+        rebuild(node.state_dir)
+    with pytest.raises(CNIError):
+        node.add("b")
+    report = rebuild(node.state_dir, force=True)
+    assert report.recovered == [kept] and "no " in report.forced
     assert node.add("b") == "10.240.0.36/16"
     assert node.corrupt_files() == [kept]
 
@@ -152,7 +156,8 @@ def write_endpoints(state_dir: str, records: dict) -> None:
 
 
 def endpoint(cid: str, ips: list[str], **extra) -> dict:
-    return {"network": "vntnet", "containerId": cid, "ifName": "eth0", "ips": ips, "gateway": "10.240.0.1",
+    return {"network": "vntnet", "containerId": cid, "ifName": "eth0", "hostIfName": f"azv{cid}",
+            "bridge": "azure0", "ips": ips, "gateway": "10.240.0.1",
             "podName": f"pod-{cid}", "podNamespace": "default", "created": "2024-05-01T12:00:00+00:00", **extra}
 
 
@@ -217,27 +222,84 @@ def test_fresh_state_dir_is_created(tmp_path):
     assert node.add("a") == "10.240.0.36/16"
 
 
-def test_concurrent_readers_of_a_corrupt_file_move_it_aside_once(node):
+def test_concurrent_readers_of_a_corrupt_file_move_nothing_and_writers_move_it_once(node):
     with open(node.path, "wb") as f:
         f.write(b"\x00corrupt")
     store = IpamStore(node.state_dir)
     outcomes: list[str] = []
     barrier = threading.Barrier(8)
 
-    def reader():
+    def reader(read):
         barrier.wait()
         try:
-            store.read()
+            read()
             outcomes.append("empty")
-        except CorruptState:
-            outcomes.append("corrupt")
+        except CorruptState as err:
+            outcomes.append("moved" if err.moved_to else "in place")
         except Exception as exc:  # noqa: BLE001 - the test reports whatever else happened
             outcomes.append(repr(exc))
 
-    threads = [threading.Thread(target=reader) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert outcomes.count("corrupt") == 1 and outcomes.count("empty") == 7, outcomes
+    def run(read):
+        outcomes.clear()
+        threads = [threading.Thread(target=reader, args=(read,)) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+    run(store.read)  # a status command, a metrics scrape: no side effects
+    assert outcomes == ["in place"] * 8 and node.corrupt_files() == []
+    run(store.read_for_update)  # callers about to write: one moves it, the others find it gone
+    assert outcomes.count("moved") == 1 and outcomes.count("empty") == 7, outcomes
     assert len(node.corrupt_files()) == 1
+
+
+def test_two_corrupt_files_in_one_second_keep_their_own_evidence(node, monkeypatch):
+    import time as time_module
+
+    monkeypatch.setattr(time_module, "gmtime", lambda *a: time_module.struct_time((2026, 1, 1, 0, 0, 0, 3, 1, 0)))
+    for raw in (b"\x00first", b"\x00second", b"\x00third"):
+        with open(node.path, "wb") as f:
+            f.write(raw)
+        with pytest.raises(CorruptState):
+            node.add("x")  # the writer moves it aside; same second, same pid each time
+    kept = node.corrupt_files()
+    assert len(kept) == 3
+    contents = set()
+    for name in kept:
+        with open(os.path.join(node.state_dir, name), "rb") as f:
+            contents.add(f.read())
+    assert contents == {b"\x00first", b"\x00second", b"\x00third"}
+
+
+def test_rebuild_refuses_without_records_for_this_state(node):
+    node.add("a")
+    with open(node.path, "ab") as f:
+        f.write(b"garbage")
+    # Records exist, but every address came from another vnet-ipam state directory.
+    write_endpoints(node.state_dir, {"vntnet/p1/eth0": endpoint("p1", ["10.240.0.36/16"],
+                                                                ipamStateDir="/var/run/elsewhere")})
+    with pytest.raises(NoEvidence) as info:
+        rebuild(node.state_dir)
+    assert info.value.code == 101 and "--force" in info.value.details
+    assert os.path.exists(node.path)  # refused before anything moved
+    report = rebuild(node.state_dir, force=True)
+    assert report.forced and report.adopted == [] and len(report.skipped) == 1
+
+
+def test_rebuild_reads_the_records_under_their_lock(node):
+    from vnetcni.plugins.endpoints import EndpointStore
+
+    node.add("a")
+    with open(node.path, "ab") as f:
+        f.write(b"garbage")
+    write_endpoints(node.state_dir, {"vntnet/p1/eth0": endpoint("p1", ["10.240.0.36/16"])})
+    store = EndpointStore(node.state_dir)
+    with store.doc.locked():  # an ADD or DEL is changing the records right now
+        done = []
+        t = threading.Thread(target=lambda: done.append(rebuild(node.state_dir)))
+        t.start()
+        t.join(0.5)
+        assert t.is_alive() and not done  # the rebuild waits for the records
+    t.join(15)
+    assert done and done[0].adopted == ["vntnet/p1/eth0"]

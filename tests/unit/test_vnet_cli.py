@@ -31,11 +31,14 @@ def test_endpoints_table_and_json(tmp_path):
     assert json.loads(res.stdout)[0]["container_id"] == "c0ffee"
 
 
-def test_endpoints_corrupt_state_is_a_readable_error(tmp_path):
+def test_endpoints_corrupt_state_is_a_readable_error_and_stays_in_place(tmp_path):
     (tmp_path / "endpoints.json").write_bytes(b"\x00\x00garbage")
-    res = runner.invoke(app, ["endpoints", "--state-dir", str(tmp_path)])
-    assert res.exit_code == 1 and "moved aside" in res.output and "\nerror: " in res.stderr
-    assert any(p.name.startswith("endpoints.json.corrupt-") for p in tmp_path.iterdir())
+    for command in ("endpoints", "status"):  # reads: no side effects
+        res = runner.invoke(app, [command, "--state-dir", str(tmp_path)])
+        assert res.exit_code == 1 and "unreadable" in res.output and "left in place" in res.output
+        assert "Traceback" not in res.output
+    assert not any(".corrupt-" in p.name for p in tmp_path.iterdir())
+    assert (tmp_path / "endpoints.json").read_bytes() == b"\x00\x00garbage"
 
 
 @pytest.mark.parametrize("compiled", [True, False])

@@ -87,7 +87,7 @@ def test_add_result_shape_per_version(world, version):
     assert ("version" in res["ips"][0]) == (version < "1.0.0")
     assert res["dns"] == {"nameservers": ["168.63.129.16"]}
     rec = EndpointStore(sd).get("vnet/c1/eth0")
-    assert rec["podName"] == "web-1" and rec["podNamespace"] == "shop" and rec["ips"] == ["10.240.0.36/16"]
+    assert rec.pod_name == "web-1" and rec.pod_namespace == "shop" and rec.ips == ["10.240.0.36/16"]
 
 
 def test_host_name_is_deterministic_and_fits_the_kernel():
@@ -231,7 +231,7 @@ def test_transparent_add_routes_the_pod_through_a_link_local_gateway(world, vers
     assert pod.neighbours == {"169.254.1.1": dp.hosts[veth]["mac"]}
     assert dp.hosts[veth]["bridge"] == "" and dp.hosts[veth]["routes"] == ["10.240.0.36/32"]
     rec = EndpointStore(sd).get("vnet/c1/eth0")
-    assert rec["mode"] == "transparent" and rec["bridge"] == "" and rec["gateways"] == ["169.254.1.1"]
+    assert rec.mode == "transparent" and rec.bridge == "" and rec.gateways == ["169.254.1.1"]
     assert call(plugin, "ADD", sd, version=version, extra=TRANSPARENT)[1] == res  # idempotent
 
 

@@ -3,9 +3,12 @@ allocation going on from the last good pool meanwhile."""
 
 from __future__ import annotations
 
+import os
+
 from vnetcni.daemon.refresher import MAX_BACKOFF_SECONDS, PoolRefresher
 from vnetcni.ipam.config import IpamConfig
 from vnetcni.ipam.metadata import MetadataError
+from vnetcni.ipam.model import Allocation
 from vnetcni.ipam.sources import FakeMetadataSource
 from vnetcni.ipam.store import IpamStore
 
@@ -57,3 +60,65 @@ def test_refreshes_on_schedule_and_backs_off_while_failing(tmp_path):
     refresher.refresh_due()
     t = refresher.tracked()[0]
     assert t.failures == 0 and t.next_at == clock.now + 10
+
+
+def test_backoff_never_overflows_however_many_failures(tmp_path):
+    source = FakeMetadataSource(MetadataError("metadata service down"))
+    clock = Clock()
+    refresher = PoolRefresher(clock=clock, source_factory=lambda cfg: source)
+    refresher.observe(IpamConfig.from_sections({"type": "vnet-ipam", "stateDir": str(tmp_path), "refreshSeconds": 10}))
+    t = refresher.tracked()[0]
+    t.failures = 1024  # 10 * 2**1025 is past a float: the old code raised OverflowError here
+    refresher.refresh_due()
+    assert t.failures == 1025 and t.next_at == clock.now + MAX_BACKOFF_SECONDS
+    clock.now = t.next_at
+    refresher.refresh_due()  # and it keeps trying
+    assert source.calls == 2
+
+
+def test_pools_are_learned_from_the_state_at_start(tmp_path):
+    """After a restart: refresh, quarantine and pool metrics before any ADD names the pool."""
+    from vnetcni.daemon.metrics import Metrics
+    from vnetcni.ipam.refresh import refresh_pool
+
+    sd = str(tmp_path / "state")
+    md = tmp_path / "interfaces.xml"
+    md.write_bytes(XML)
+    clock = Clock()
+    cfg = {"type": "vnet-ipam", "stateDir": sd, "metadataFile": str(md), "refreshSeconds": 7,
+           "reuseCooldownSeconds": 5}
+    refresh_pool(cfg, clock=clock)  # what a previous vnetd (or an in-process ADD) did
+    IpamStore(sd).apply(lambda st: st.allocations.__setitem__(
+        "n/c/eth0", Allocation("10.240.0.36/16", "10.240.0.1", "n", "c", "eth0", 1.0)))
+
+    refresher = PoolRefresher(clock=clock)  # a fresh vnetd
+    assert refresher.learn_from_state([sd, str(tmp_path / "nothing-here")]) == [sd]
+    [t] = refresher.tracked()
+    assert (t.cfg.state_dir, t.cfg.metadata_file, t.cfg.refresh_seconds, t.cfg.cooldown_seconds) == (sd, str(md), 7, 5)
+    text = _scrape(Metrics(refresher))
+    assert 'vnetd_pool_addresses{state_dir="%s"} 1.0' % sd in text
+    md.write_bytes(XML.replace(b'<IPAddress Address="10.240.0.36" IsPrimary="false"/>', b""))
+    clock.now += 8
+    refresher.refresh_due()  # the address the pod holds is gone from the metadata: quarantined
+    state = IpamStore(sd).read()
+    assert state.quarantined() and state.quarantined()[0].address == "10.240.0.36/16"
+
+
+def test_a_corrupt_state_skips_that_pool_only(tmp_path):
+    good, bad = str(tmp_path / "good"), str(tmp_path / "bad")
+    source = FakeMetadataSource(XML)
+    refresher = PoolRefresher(clock=Clock(), source_factory=lambda cfg: source)
+    for sd in (bad, good):
+        refresher.observe(IpamConfig.from_sections({"type": "vnet-ipam", "stateDir": sd}))
+    os.makedirs(bad)
+    with open(os.path.join(bad, "ipam.json"), "wb") as f:
+        f.write(b"\x00")
+    refresher.refresh_due()
+    assert IpamStore(good).read().pool is not None
+    assert {t.cfg.state_dir: t.failures for t in refresher.tracked()} == {bad: 1, good: 0}
+
+
+def _scrape(metrics) -> str:
+    from prometheus_client import generate_latest
+
+    return generate_latest(metrics.registry).decode()

@@ -22,7 +22,7 @@ def load_records(state_dir: str) -> list[dict]:
     if not os.path.exists(NodeLayout(state_dir).endpoints_file):
         return []
     try:
-        return [r for r in EndpointStore(state_dir).all().values() if isinstance(r, dict)]
+        return [r.to_dict() for r in EndpointStore(state_dir).all().values()]
     except PermissionError:
         raise CaptureError(f"cannot read the endpoint records in {state_dir}: permission denied",
                            "run it as root") from None

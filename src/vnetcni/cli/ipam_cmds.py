@@ -34,6 +34,8 @@ def ipam(
     as_json: bool = JSON_OPTION,
     rebuild: bool = typer.Option(False, "--rebuild", help="Rebuild the allocations from endpoints.json "
                                  "after ipam.json was found corrupt (keeps what ipam.json holds)."),
+    force: bool = typer.Option(False, "--force", help="With --rebuild: lift the corruption guard even "
+                               "without endpoint records to rebuild from (risks duplicate addresses)."),
 ) -> None:
     """Show the node's address pool: every address, in use / free / cooling / quarantined, owner, pod."""
     from ..cni.errors import CNIError
@@ -46,12 +48,20 @@ def ipam(
         state_dir = locate(state_dir, cni_conf_dir).state_dir
     except CliError as exc:
         _fail("ipam", exc.message, exc.exit_code, exc.hint)
+    if force and not rebuild:
+        from .common import EXIT_BAD_INPUT
+
+        _fail("ipam", "--force only goes with --rebuild", EXIT_BAD_INPUT)
     try:
-        report = do_rebuild(state_dir) if rebuild else None
+        report = do_rebuild(state_dir, force=force) if rebuild else None
         store = IpamStore(state_dir)
         data = pool_report(store, store.read(), time.time())
     except CNIError as exc:
-        _fail("ipam", exc.msg)
+        _fail("ipam", exc.msg, hint=exc.details if rebuild else "")
+    if report is not None and report.forced:
+        from ..ipam.rebuild import FORCE_RISK
+
+        typer.echo(f"WARNING: rebuilt without evidence ({report.forced}): {FORCE_RISK}", err=True)
     if want_json(output, as_json):
         if report is not None:
             data["rebuild"] = report.to_dict()

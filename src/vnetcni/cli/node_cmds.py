@@ -85,8 +85,8 @@ def locate(state_dir: Optional[str], cni_conf_dir: Optional[str], quiet: bool = 
     return found
 
 
-def _pod_name(rec: dict) -> str:
-    return "/".join(x for x in (rec.get("podNamespace"), rec.get("podName")) if x) or "-"
+def _pod_name(rec) -> str:
+    return "/".join(x for x in (rec.pod_namespace, rec.pod_name) if x) or "-"
 
 
 def endpoints(
@@ -102,9 +102,9 @@ def endpoints(
 
         found = locate(state_dir, cni_conf_dir)
         records = EndpointStore(found.state_dir).all()
-        ordered = sorted(records.values(), key=lambda r: (r.get("podNamespace", ""), r.get("podName", "")))
+        ordered = sorted(records.values(), key=lambda r: (r.pod_namespace, r.pod_name))
         if want_json(output, as_json):
-            emit_json(ordered)
+            emit_json([r.to_dict() for r in ordered])
             return 0
         wide = output == Output.wide
         cols = ["pod", "container", "address", "host if", "netns"]
@@ -112,10 +112,10 @@ def endpoints(
             cols += ["network", "if", "mac", "bridge", "created"]
         rows = []
         for rec in ordered:
-            row = [_pod_name(rec), rec["containerId"] if wide else rec["containerId"][:12],
-                   ", ".join(rec["ips"]), rec["hostIfName"], rec.get("netns") or "-"]
+            row = [_pod_name(rec), rec.container_id if wide else rec.container_id[:12],
+                   ", ".join(rec.ips), rec.host_ifname, rec.netns or "-"]
             if wide:
-                row += [rec["network"], rec.get("ifName", ""), rec.get("mac", ""), rec["bridge"], rec.get("created", "")]
+                row += [rec.network, rec.ifname, rec.mac, rec.bridge, rec.created]
             rows.append(row)
         table(f"vnet endpoints in {found.state_dir}", cols, rows)
         if not records:
@@ -132,31 +132,44 @@ def gc(
     output: Optional[Output] = output_option("what was pruned"),
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Prune endpoints whose pod namespace is gone (a reboot, a DEL that never came): veth removed,
-    vnet-ipam address released, record dropped. vnetd does this at start too."""
+    """Prune endpoints whose pod is known to be gone (a reboot, a DEL that never came): veth
+    removed, vnet-ipam address released (after its cooldown), record dropped. Only on evidence:
+    the veth is gone and so is the netns from the host's point of view, or the node rebooted
+    since the ADD; from a namespace that cannot tell (a container with its own /run/netns),
+    nothing is pruned. vnetd does this at start too."""
 
     def body() -> int:
+        from ..dataplane.linux import LinuxDataplane
         from ..plugins.reconcile import reconcile
 
         found = locate(state_dir, cni_conf_dir)
-        dataplane = None
-        if not dry_run:
-            from ..dataplane.linux import LinuxDataplane
+        dataplane = LinuxDataplane(lock_dir=found.layout.lock_dir)  # dry runs look at the veths too
+        try:
+            done = reconcile(found.state_dir, dataplane, dry_run=dry_run)
+        finally:
+            dataplane.close()
 
-            dataplane = LinuxDataplane(lock_dir=found.layout.lock_dir)
-        done = reconcile(found.state_dir, dataplane, dry_run=dry_run)
-        pruned = [{"pod": _pod_name(r), "container_id": r["containerId"], "ips": r["ips"],
-                   "host_if_name": r["hostIfName"], "netns": r.get("netns") or ""} for r in done.pruned]
+        def row(item) -> dict:
+            r = item.record
+            return {"pod": _pod_name(r), "container_id": r.container_id, "ips": r.ips,
+                    "host_if_name": r.host_ifname, "netns": r.netns, "evidence": item.why}
+
+        pruned = [row(i) for i in done.pruned]
+        unverified = [row(i) for i in done.unverified]
         if want_json(output, as_json):
             emit_json({"state_dir": found.state_dir, "source": found.source, "dry_run": dry_run,
-                       "pruned": pruned, "kept": done.kept, "not_released": list(done.not_released)})
+                       "pruned": pruned, "kept": done.kept, "unverified": unverified,
+                       "not_released": list(done.not_released)})
             return 0
         verb = "would prune" if dry_run else "pruned"
         for rec in pruned:
             pod = rec["pod"] if rec["pod"] != "-" else rec["container_id"][:12]
-            typer.echo(f"{verb} {pod}: {', '.join(rec['ips'])} on {rec['host_if_name']} "
-                       f"(netns {rec['netns'] or '-'} is gone)")
-        typer.echo(f"{len(pruned)} stale, {done.kept} live endpoint(s) in {found.state_dir}")
+            typer.echo(f"{verb} {pod}: {', '.join(rec['ips'])} on {rec['host_if_name']} ({rec['evidence']})")
+        for rec in unverified:
+            pod = rec["pod"] if rec["pod"] != "-" else rec["container_id"][:12]
+            say(f"kept {pod}: {rec['evidence']}")
+        typer.echo(f"{len(pruned)} stale, {done.kept} kept endpoint(s) in {found.state_dir}"
+                   + (f" ({len(unverified)} not verifiable from here)" if unverified else ""))
         if done.not_released:
             say("not released (their IPAM is not vnet-ipam; its own GC must release them): "
                 + ", ".join(done.not_released))
@@ -173,7 +186,7 @@ def status_data(found) -> dict:
     from ..ipam.allocator import usage
     from ..ipam.store import IpamStore
     from ..plugins.endpoints import EndpointStore
-    from ..plugins.reconcile import stale_records
+    from ..plugins.reconcile import classify
 
     layout = found.layout
     running = listening(layout.socket)
@@ -203,7 +216,14 @@ def status_data(found) -> dict:
                 "last_error": state.refresh.last_error or None}
     data["pool"] = pool
     records = EndpointStore(layout.state_dir).all()
-    data["endpoints"] = {"recorded": len(records), "stale": len(stale_records(layout.state_dir))}
+    from ..dataplane.linux import LinuxDataplane
+
+    dp = LinuxDataplane(lock_dir=layout.lock_dir)  # reads only
+    try:
+        stale, unverified, _live = classify(records, dp)
+    finally:
+        dp.close()
+    data["endpoints"] = {"recorded": len(records), "stale": len(stale), "unverified": len(unverified)}
     data["services"] = _prerequisites(records, layout)
     return data
 
@@ -253,8 +273,8 @@ def _prerequisites(records: dict, layout) -> dict:
     from ..dataplane import prereqs
     from ..dataplane.linux import LinuxDataplane
 
-    bridges = sorted({r.get("bridge") for r in records.values() if r.get("bridge")})
-    bridged = not records or any(r.get("mode", "bridge") == "bridge" for r in records.values())
+    bridges = sorted({r.bridge for r in records.values() if r.bridge})
+    bridged = not records or any((r.mode or "bridge") == "bridge" for r in records.values())
     dp = LinuxDataplane(lock_dir=layout.lock_dir)  # reads only: no lock is taken
     try:
         findings = prereqs.evaluate(dp.node_facts(bridges[0] if bridges else "azure0"), bridged=bridged)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -77,6 +78,50 @@ def _logger(path: str | None):
             stream.flush()
 
     return write
+
+
+INSTANCE_LOCK = "vnetd.lock"
+
+
+def _instance_lock(state_dir: str) -> str:
+    return os.path.join(NodeLayout(state_dir).state_dir, INSTANCE_LOCK)
+
+
+def _single_instance(state_dir: str) -> int | None:
+    """The descriptor holding vnetd's instance lock, or None when another vnetd holds it."""
+    from ..state.locks import try_acquire
+
+    NodeLayout(state_dir).ensure()
+    return try_acquire(_instance_lock(state_dir))
+
+
+def _reconcile(state_dir: str, log) -> None:
+    from ..dataplane.linux import LinuxDataplane
+    from ..plugins.reconcile import reconcile
+
+    dataplane = LinuxDataplane(lock_dir=NodeLayout(state_dir).lock_dir)
+    try:
+        done = reconcile(state_dir, dataplane)
+    except Exception as exc:  # noqa: BLE001 - a failed clean-up must not keep the node from serving
+        log.warning("start-up reconciliation failed: %s", getattr(exc, "msg", exc))
+        return
+    finally:
+        dataplane.close()
+    for item in done.pruned:
+        log.info("pruned stale endpoint %s (%s): %s", item.record.pod, ", ".join(item.record.ips), item.why)
+    if done.unverified:
+        log.warning("kept %d endpoint(s) that look gone but cannot be verified from here: %s",
+                    len(done.unverified), "; ".join(f"{i.record.pod}: {i.why}" for i in done.unverified))
+
+
+def _ipam_dirs(state_dir: str) -> list[str]:
+    """vnet-ipam state directories the endpoint records name (besides vnetd's own)."""
+    from ..plugins.endpoints import EndpointStore
+
+    try:
+        return sorted({r.ipam_state_dir for r in EndpointStore(state_dir).all().values() if r.ipam_state_dir})
+    except Exception:  # noqa: BLE001 - unreadable records: the plugins report it
+        return []
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -146,6 +191,19 @@ def serve(state_dir: str, metrics_port: int = 0, metrics_address: str = "127.0.0
     logging.basicConfig(level=logging.INFO, format="vnetd %(levelname)s %(message)s", stream=sys.stderr)
     log = logging.getLogger("vnetd")
 
+    # One vnetd per state directory, decided before anything is touched: a second one started
+    # by mistake must not reconcile (or serve, or bind the metrics port) beside the first.
+    # Held until the process ends.
+    try:
+        instance = _single_instance(state_dir)
+    except Exception as exc:  # noqa: BLE001 - e.g. a read-only or unusable state directory
+        print(f"error: cannot take the instance lock in {state_dir}: {getattr(exc, 'msg', exc)}", file=sys.stderr)
+        return 1
+    if instance is None:
+        print(f"error: another vnetd is running for {state_dir} (it holds {_instance_lock(state_dir)})",
+              file=sys.stderr)
+        return 1
+
     refresher = PoolRefresher()
     installer = None
     if conflist:
@@ -183,18 +241,12 @@ def serve(state_dir: str, metrics_port: int = 0, metrics_address: str = "127.0.0
             fn(rec)
 
     # Reconcile before the socket exists: a plugin that finds vnetd listening finds the
-    # node's state already pruned of endpoints whose namespace is gone.
+    # node's state already pruned of endpoints whose pod is known to be gone.
     if not no_reconcile:
-        from ..dataplane.linux import LinuxDataplane
-        from ..plugins.reconcile import reconcile
-
-        try:
-            done = reconcile(state_dir, LinuxDataplane(lock_dir=NodeLayout(state_dir).lock_dir))
-            if done.pruned:
-                log.info("pruned %d stale endpoint(s) at start: %s", len(done.pruned),
-                         ", ".join(r["containerId"][:12] for r in done.pruned))
-        except Exception as exc:
-            log.warning("start-up reconciliation failed: %s", exc)
+        _reconcile(state_dir, log)
+    learned = refresher.learn_from_state([state_dir, *_ipam_dirs(state_dir)])
+    if learned:
+        log.info("refreshing the pool(s) in %s", ", ".join(learned))
     server = Server(state_dir, handlers, on_request)
     if metrics is not None and hasattr(server, "on_fallback"):
         server.on_fallback = metrics.fallback
@@ -227,6 +279,7 @@ def serve(state_dir: str, metrics_port: int = 0, metrics_address: str = "127.0.0
     if metrics is not None:
         metrics.close()
     log.info("stopped")
+    os.close(instance)
     return 0
 
 

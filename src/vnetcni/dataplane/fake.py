@@ -85,6 +85,8 @@ class FakeDataplane:
                          **self.facts)
 
     def inspect_host(self, host_ifname: str) -> HostView:
+        if host_ifname in self.bridges:
+            return HostView(exists=True, up=True, mac=self.bridges[host_ifname].mac)
         host = self.hosts.get(host_ifname)
         if host is None:
             return HostView(exists=False)

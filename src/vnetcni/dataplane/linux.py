@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import ipaddress
 import os
 import random
@@ -95,15 +94,11 @@ class LinuxDataplane:
             raise
 
     # --- bridge --------------------------------------------------------------------------
-    @contextlib.contextmanager
     def _bridge_lock(self, name: str):
-        os.makedirs(self._lock_dir, mode=0o700, exist_ok=True)
-        fd = os.open(os.path.join(self._lock_dir, f"bridge-{name}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
+        """Node-wide: one process at a time sets the bridge up (a deadline, then code 11)."""
+        from ..state.locks import flocked
+
+        return flocked(os.path.join(self._lock_dir, f"bridge-{name}.lock"), purpose=f"setting up bridge {name}")
 
     def ensure_bridge(self, name: str, mtu: int, uplink: str = "", gateway: str = "") -> BridgeInfo:
         """Idempotent, and cheap when warm: a bridge this process already set up (same uplink
@@ -156,14 +151,24 @@ class LinuxDataplane:
         return BridgeInfo(name, link.get_attr("IFLA_ADDRESS"), idx)
 
     def _adopt_uplink(self, br_idx: int, up_idx: int) -> None:
-        """Enslave the uplink; the bridge takes over its addresses and the routes through it."""
+        """Enslave the uplink; the bridge takes over its addresses and the routes through it.
+
+        Ordered so that a crash (or an error) between any two steps leaves the node with its
+        address, and a later call finishes the job from wherever it stopped:
+        1. enslave the uplink (it still holds its addresses);
+        2. add each address to the bridge (both hold it for a moment);
+        3. move each gateway route to the bridge (`replace`: one atomic switch per route);
+        4. only then remove the addresses from the uplink.
+        Every error is raised (an address already on the bridge is the only one expected)."""
         ipr = self.ipr
         link = ipr.get_links(up_idx)[0]
-        if link.get_attr("IFLA_MASTER") == br_idx:
-            return
+        if link.get_attr("IFLA_MASTER") != br_idx:
+            ipr.link("set", index=up_idx, master=br_idx, state="up")
         addrs = [(a.get_attr("IFA_ADDRESS"), a["prefixlen"], a["family"])
                  for a in ipr.get_addr(index=up_idx)
                  if a["scope"] == 0]  # global scope only; link-local stays with the link
+        if not addrs:
+            return  # adopted already (or an uplink without addresses)
         routes = []
         for fam in (socket.AF_INET, socket.AF_INET6):
             for r in ipr.get_routes(family=fam, table=254):
@@ -171,18 +176,23 @@ class LinuxDataplane:
                     routes.append((fam, r.get_attr("RTA_DST"), r["dst_len"], r.get_attr("RTA_GATEWAY"),
                                    r.get_attr("RTA_PRIORITY")))
         for addr, plen, fam in addrs:
-            ipr.addr("del", index=up_idx, address=addr, prefixlen=plen)
-        ipr.link("set", index=up_idx, master=br_idx, state="up")
-        for addr, plen, fam in addrs:
-            with contextlib.suppress(NetlinkError):
+            try:
                 ipr.addr("add", index=br_idx, address=addr, prefixlen=plen)
+            except NetlinkError as exc:
+                if exc.code != errno.EEXIST:
+                    raise
         for fam, dst, dlen, gw, prio in routes:
             kw = {"dst": f"{dst or ('0.0.0.0' if fam == socket.AF_INET else '::')}/{dlen}",
                   "gateway": gw, "oif": br_idx, "family": fam}
             if prio is not None:
                 kw["priority"] = prio
-            with contextlib.suppress(NetlinkError):
-                ipr.route("add", **kw)
+            ipr.route("replace", **kw)
+        for addr, plen, fam in addrs:
+            try:
+                ipr.addr("del", index=up_idx, address=addr, prefixlen=plen)
+            except NetlinkError as exc:
+                if exc.code != errno.EADDRNOTAVAIL:  # gone already
+                    raise
 
     # --- pods ----------------------------------------------------------------------------
     def uplink_mtu(self, uplink: str) -> int:

@@ -98,7 +98,11 @@ def _is_nsfs(fd: int) -> bool:
 
 @contextlib.contextmanager
 def entered(path: str) -> Iterator[None]:
-    """Run the body with this thread inside the network namespace at `path`."""
+    """Run the body with this thread inside the network namespace at `path`.
+
+    If the thread cannot go back home afterwards, it must never run anything else: whatever it
+    did next (serve another pod, open a socket, delete a veth by name) would happen inside this
+    pod's namespace. The process is then ended at once (stranded()), loudly."""
     with open("/proc/thread-self/ns/net", "rb") as home:
         target = open_netns(path)
         try:
@@ -108,7 +112,26 @@ def entered(path: str) -> Iterator[None]:
         try:
             yield
         finally:
-            setns(home.fileno())
+            try:
+                setns(home.fileno())
+            except OSError as exc:
+                stranded(path, exc)
+
+
+def stranded(path: str, exc: OSError) -> None:
+    """A thread is stuck in the namespace at `path`: end the process (exit status 70) with a
+    clear message. Killing only the thread is not possible in Python, and any code after this
+    point (a rollback, the next request of a vnetd worker) would act in the wrong namespace.
+    vnetd's supervisor restarts it; a plugin's runtime sees the call fail."""
+    import sys
+    import threading
+
+    msg = (f"FATAL: thread {threading.current_thread().name} could not return from network namespace "
+           f"{path} to its own ({exc.strerror or exc}); exiting so that nothing runs in the pod's namespace")
+    try:
+        print(f"vnet-cni: {msg}", file=sys.stderr, flush=True)
+    finally:
+        os._exit(70)
 
 
 def current_netns_id() -> tuple[int, int]:

@@ -171,6 +171,17 @@ class IpamConfig(FrozenRecord):
             return FileMetadataSource(self.metadata_file)
         return HttpMetadataSource(self.metadata_url or DEFAULT_METADATA_URL, self.timeout_seconds)
 
+    def refresh_section(self) -> dict:
+        """The ipam keys that say where and how to refresh this pool (kept in ipam.json, so
+        vnetd can resume refreshing it at start, before any ADD names it again)."""
+        out = {"stateDir": self.state_dir, "refreshSeconds": self.refresh_seconds,
+               "metadataTimeoutSeconds": self.timeout_seconds, "reuseCooldownSeconds": self.cooldown_seconds}
+        for key, value in (("metadataUrl", self.metadata_url), ("metadataFile", self.metadata_file),
+                           ("macAddress", self.mac)):
+            if value is not None:
+                out[key] = value
+        return out
+
     @property
     def source_description(self) -> str:
         return f"file {self.metadata_file}" if self.metadata_file else (self.metadata_url or DEFAULT_METADATA_URL)

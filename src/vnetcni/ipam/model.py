@@ -215,18 +215,20 @@ class Cooling(Record):
 class RefreshRecord(Record):
     """When the metadata was last asked (the rate limit), and how that went."""
 
-    __slots__ = ("last_attempt", "last_outcome", "last_error", "source")
+    __slots__ = ("last_attempt", "last_outcome", "last_error", "source", "config")
     last_attempt: float | None
     last_outcome: float | None
     last_error: str
     source: str
+    config: dict | None  # the ipam keys of the last attempt (how vnetd resumes refreshing at start)
 
     def __init__(self, last_attempt: float | None = None, last_outcome: float | None = None,
-                 last_error: str = "", source: str = "") -> None:
+                 last_error: str = "", source: str = "", config: dict | None = None) -> None:
         self.last_attempt = last_attempt
         self.last_outcome = last_outcome
         self.last_error = last_error
         self.source = source
+        self.config = config
 
     @property
     def in_flight(self) -> bool:
@@ -234,8 +236,11 @@ class RefreshRecord(Record):
         return self.last_attempt is not None and (self.last_outcome is None or self.last_outcome < self.last_attempt)
 
     def to_doc(self) -> dict:
-        return {"lastAttempt": _opt_iso(self.last_attempt), "lastOutcome": _opt_iso(self.last_outcome),
-                "lastError": self.last_error, "source": self.source}
+        doc = {"lastAttempt": _opt_iso(self.last_attempt), "lastOutcome": _opt_iso(self.last_outcome),
+               "lastError": self.last_error, "source": self.source}
+        if self.config is not None:
+            doc["config"] = dict(self.config)
+        return doc
 
     @classmethod
     def from_doc(cls, d: object) -> "RefreshRecord":
@@ -243,9 +248,12 @@ class RefreshRecord(Record):
             return cls()
         if not isinstance(d, dict):
             raise ValueError("refresh is not an object")
+        config = d.get("config")
+        if config is not None and not isinstance(config, dict):
+            raise ValueError("refresh.config is not an object")
         return cls(last_attempt=_opt_from_iso(d.get("lastAttempt")),
                    last_outcome=_opt_from_iso(d.get("lastOutcome")),
-                   last_error=_str(d, "lastError", ""), source=_str(d, "source", ""))
+                   last_error=_str(d, "lastError", ""), source=_str(d, "source", ""), config=config)
 
 
 def _str(d: dict, key: str, default: str | None = None) -> str:

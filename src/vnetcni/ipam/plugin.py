@@ -88,7 +88,7 @@ class IpamPlugin:
         store = IpamStore(cfg.state_dir)
         key = allocation_key(conf.name, inv.container_id, inv.ifname)
         if self.refresh_on_add:
-            snapshot = store.read()
+            snapshot = store.read_for_update()
             store.require_recovered(snapshot)
             if key not in snapshot.allocations:
                 self.refresh(cfg)  # rate-limited; a failure is recorded and the last pool used

@@ -97,6 +97,7 @@ def refresh_pool(conf: "IpamConfig | object", *, source_factory: SourceFactory |
         if claimed:
             state.refresh.last_attempt = now
             state.refresh.source = source.description
+            state.refresh.config = cfg.refresh_section()
     if not claimed:  # another process claimed this attempt between our read and our lock
         if state.pool is None and wait_if_unknown:
             state = _wait_for_outcome(store, cfg, state, now)

@@ -73,8 +73,14 @@ class IpamStore:
         self._doc = _IpamDocument(self.path)
 
     def read(self) -> IpamState:
-        """A lock-free snapshot (CorruptState if the file is unreadable; it is then moved aside)."""
+        """A lock-free snapshot, no side effects (CorruptState if the file is unreadable; it
+        stays in place)."""
         return self._doc.state(self._doc.read())
+
+    def read_for_update(self) -> IpamState:
+        """read() for a caller about to write (ADD): an unreadable file is moved aside under the
+        lock (CorruptState naming where), which arms the corruption guard."""
+        return self._doc.state(self._doc.read_for_update())
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[IpamState]:

@@ -38,7 +38,7 @@ from ..cni.result import DNS, Interface, IPConfig, Result, Route
 from ..dataplane.model import LinkExists, PodLinkSpec
 from ..node.layout import LayoutError, NodeLayout
 from ..state import attachments
-from .endpoints import EndpointStore, endpoint_key, host_ifname
+from .endpoints import EndpointRecord, EndpointStore, boot_id, endpoint_key, host_ifname
 
 DEFAULT_BRIDGE = "azure0"
 DEFAULT_MTU = 1500
@@ -193,14 +193,14 @@ class VnetPlugin:
         key = endpoint_key(conf.name, inv.container_id, inv.ifname)
         dp = self.dataplane(settings)
         veth = host_ifname(conf.name, inv.container_id, inv.ifname)
-        existing = store.get(key)
+        existing = store.get_for_update(key)
         owned = False  # whether the attachment's allocation is this call's to release on failure
         if existing is not None:
-            if existing.get("netns") == inv.netns and not self._problems(dp, existing):
+            if existing.netns == inv.netns and not self._problems(dp, existing):
                 return self._result_from_record(existing)  # a repeated ADD: same answer, nothing new
             # A stale attachment (sandbox restarted with the same ID): rebuild it. Its veth (and
             # with it the pod's address) is gone now, so its allocation is ours to keep or undo.
-            dp.delete_pod_link(existing["hostIfName"])
+            dp.delete_pod_link(existing.host_ifname)
             store.remove(key)
             owned = True
 
@@ -243,20 +243,22 @@ class VnetPlugin:
                 owned = True  # the leftover veth held this allocation's address; it is gone now
                 link = dp.create_pod_link(spec)
             created = True
-            record = {
-                "network": conf.name, "containerId": inv.container_id, "ifName": inv.ifname,
-                "mode": settings.mode, "hostIfName": veth,
-                "bridge": bridge.name if bridge else "", **({"bridgeMac": bridge.mac} if bridge else {}),
-                "mac": link.pod_mac, "hostMac": link.host_mac, "mtu": mtu,
-                "ips": list(addresses),
-                "gateway": gateways[0] if gateways else "", "gateways": gateways,
-                "routes": [{"dst": r.dst, **({"gw": r.gw} if r.gw else {})} for r in routes],
-                "dns": (conf.dns or ipam_result.dns.to_dict()),
-                "netns": inv.netns, "podName": inv.pod_name, "podNamespace": inv.pod_namespace,
-                "ipam": settings.ipam_type,
-                **({"ipamStateDir": self._ipam_state_dir(conf)} if settings.ipam_type == IN_PROCESS_IPAM else {}),
-                "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            }
+            ipam_cfg = self._ipam_config(conf) if settings.ipam_type == IN_PROCESS_IPAM else None
+            record = EndpointRecord(
+                conf.name, inv.container_id, inv.ifname, veth, bridge.name if bridge else "",
+                mode=settings.mode, bridge_mac=bridge.mac if bridge else "",
+                mac=link.pod_mac, host_mac=link.host_mac, mtu=mtu,
+                ips=list(addresses),
+                gateway=gateways[0] if gateways else "", gateways=gateways,
+                routes=[{"dst": r.dst, **({"gw": r.gw} if r.gw else {})} for r in routes],
+                dns=(conf.dns or ipam_result.dns.to_dict()),
+                netns=inv.netns, pod_name=inv.pod_name, pod_namespace=inv.pod_namespace,
+                ipam=settings.ipam_type,
+                ipam_state_dir=ipam_cfg.state_dir if ipam_cfg else "",
+                cooldown_seconds=ipam_cfg.cooldown_seconds if ipam_cfg else None,
+                boot_id=boot_id(),
+                created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            )
             store.put(record)
             recorded = True
             deadline.commit_point()  # nobody waits for this answer any more: undo it all
@@ -285,10 +287,14 @@ class VnetPlugin:
             self._undo_ipam(inv, conf, settings)
 
     @staticmethod
-    def _ipam_state_dir(conf: NetConf) -> str:
+    def _ipam_config(conf: NetConf):
         from ..ipam.config import IpamConfig
 
-        return IpamConfig.from_netconf(conf).state_dir
+        return IpamConfig.from_netconf(conf)
+
+    @classmethod
+    def _ipam_state_dir(cls, conf: NetConf) -> str:
+        return cls._ipam_config(conf).state_dir
 
     def _undo_ipam(self, inv: Invocation, conf: NetConf, settings: Settings) -> None:
         try:
@@ -337,21 +343,21 @@ class VnetPlugin:
         return routes
 
     @staticmethod
-    def _result_from_record(rec: dict) -> Result:
-        gateways = rec.get("gateways") or ([rec["gateway"]] if rec.get("gateway") else [])
+    def _result_from_record(rec: EndpointRecord) -> Result:
+        gateways = rec.gateways or ([rec.gateway] if rec.gateway else [])
 
         def gateway_for(address: str) -> str:
             version = ipaddress.ip_interface(address).version
             return next((g for g in gateways if ipaddress.ip_address(g).version == version), "")
 
-        interfaces = [Interface(rec["bridge"], rec.get("bridgeMac", ""))] if rec.get("bridge") else []
-        interfaces += [Interface(rec["hostIfName"], rec.get("hostMac", "")),
-                       Interface(rec["ifName"], rec.get("mac", ""), rec["netns"], mtu=rec.get("mtu"))]
+        interfaces = [Interface(rec.bridge, rec.bridge_mac)] if rec.bridge else []
+        interfaces += [Interface(rec.host_ifname, rec.host_mac),
+                       Interface(rec.ifname, rec.mac, rec.netns, mtu=rec.mtu)]
         return Result(
             interfaces=interfaces,
-            ips=[IPConfig(a, gateway_for(a), len(interfaces) - 1) for a in rec["ips"]],
-            routes=[Route(r["dst"], r.get("gw", "")) for r in rec.get("routes", [])],
-            dns=DNS.from_dict(rec.get("dns") or {}),
+            ips=[IPConfig(a, gateway_for(a), len(interfaces) - 1) for a in rec.ips],
+            routes=[Route(r["dst"], r.get("gw", "")) for r in rec.routes],
+            dns=DNS.from_dict(rec.dns),
         )
 
     # --- DEL -----------------------------------------------------------------------------
@@ -388,56 +394,56 @@ class VnetPlugin:
         prev = conf.prev_result
         if prev:
             want = {ip.address for ip in Result.from_dict(prev).ips}
-            if want and want != set(record["ips"]):
-                problems.append(f"prevResult addresses {sorted(want)} differ from the record {record['ips']}")
+            if want and want != set(record.ips):
+                problems.append(f"prevResult addresses {sorted(want)} differ from the record {record.ips}")
         if problems:
             raise CNIError(E.CHECK_FAILED, "; ".join(problems))
         self._ipam_call("CHECK", inv, conf, settings)
 
     @staticmethod
-    def _problems(dp, record: dict, netns: str | None = None) -> list[str]:
+    def _problems(dp, record: EndpointRecord, netns: str | None = None) -> list[str]:
         problems = []
-        ns = netns or record["netns"]
-        if record["netns"] != ns:
-            problems.append(f"netns is {ns}, the record says {record['netns']}")
-        pod = dp.inspect_pod(ns, record["ifName"])
+        ns = netns or record.netns
+        if record.netns != ns:
+            problems.append(f"netns is {ns}, the record says {record.netns}")
+        pod = dp.inspect_pod(ns, record.ifname)
         if not pod.exists:
-            problems.append(f"interface {record['ifName']} does not exist in {ns}")
+            problems.append(f"interface {record.ifname} does not exist in {ns}")
         else:
-            missing = [a for a in record["ips"] if a not in pod.addresses]
+            missing = [a for a in record.ips if a not in pod.addresses]
             if missing:
-                problems.append(f"{record['ifName']} lacks address(es) {', '.join(missing)}")
+                problems.append(f"{record.ifname} lacks address(es) {', '.join(missing)}")
             if not pod.up:
-                problems.append(f"{record['ifName']} is down")
+                problems.append(f"{record.ifname} is down")
             routes = {(ipaddress.ip_network(d, strict=False).with_prefixlen, g) for d, g in pod.routes}
-            for r in record.get("routes", []):
+            for r in record.routes:
                 want = (ipaddress.ip_network(r["dst"], strict=False).with_prefixlen, r.get("gw", ""))
                 if want not in routes:
                     problems.append(f"route {want[0]} via {want[1] or 'link'} is missing in the pod")
-        transparent = record.get("mode") == MODE_TRANSPARENT
+        transparent = record.mode == MODE_TRANSPARENT
         if transparent and pod.exists:
-            for gateway in record.get("gateways") or []:
+            for gateway in record.gateways:
                 have = pod.neighbours.get(gateway, "")
-                if have.lower() != str(record.get("hostMac", "")).lower():
+                if have.lower() != record.host_mac.lower():
                     problems.append(f"gateway {gateway} is {'pinned to ' + have if have else 'not pinned'} in "
-                                    f"the pod, not to the host end's MAC {record.get('hostMac')}")
-        host = dp.inspect_host(record["hostIfName"])
+                                    f"the pod, not to the host end's MAC {record.host_mac}")
+        host = dp.inspect_host(record.host_ifname)
         if not host.exists:
-            problems.append(f"host interface {record['hostIfName']} does not exist")
+            problems.append(f"host interface {record.host_ifname} does not exist")
         else:
             if transparent:
                 if host.master:
-                    problems.append(f"host interface {record['hostIfName']} is on bridge {host.master}")
-                for cidr in record["ips"]:
+                    problems.append(f"host interface {record.host_ifname} is on bridge {host.master}")
+                for cidr in record.ips:
                     ip = ipaddress.ip_interface(cidr).ip
                     if f"{ip}/{ip.max_prefixlen}" not in host.routes:
-                        problems.append(f"the node has no route to {ip} through {record['hostIfName']}")
-            elif host.master != record["bridge"]:
-                problems.append(f"host interface {record['hostIfName']} is not on bridge {record['bridge']}")
+                        problems.append(f"the node has no route to {ip} through {record.host_ifname}")
+            elif host.master != record.bridge:
+                problems.append(f"host interface {record.host_ifname} is not on bridge {record.bridge}")
             if not host.up:
-                problems.append(f"host interface {record['hostIfName']} is down")
+                problems.append(f"host interface {record.host_ifname} is down")
             if not transparent and not host.hairpin:
-                problems.append(f"host interface {record['hostIfName']} has hairpin mode off (a pod "
+                problems.append(f"host interface {record.host_ifname} has hairpin mode off (a pod "
                                 "calling a Service backed by itself times out)")
         return problems
 
@@ -463,20 +469,20 @@ class VnetPlugin:
         store = EndpointStore(settings.state_dir)
         dp = self.dataplane(settings)
         dirs = self._lock_dirs(conf, settings)
-        candidates = [(rec["containerId"], rec["ifName"]) for rec in store.all().values()
-                      if rec["network"] == conf.name and (rec["containerId"], rec["ifName"]) not in keep]
+        candidates = [(rec.container_id, rec.ifname) for rec in store.all().values()
+                      if rec.network == conf.name and (rec.container_id, rec.ifname) not in keep]
         with contextlib.ExitStack() as held:
             mine = {endpoint_key(conf.name, cid, ifname) for cid, ifname in candidates
                     if all(held.enter_context(attachments.unless_busy(sd, conf.name, cid, ifname))
                            for sd in dict.fromkeys(dirs))}
             stale = {key: rec for key, rec in store.all().items() if key in mine}  # as of now, locked
             for rec in stale.values():
-                dp.delete_pod_link(rec["hostIfName"])
+                dp.delete_pod_link(rec.host_ifname)
                 if settings.ipam_type != IN_PROCESS_IPAM:  # an IPAM without GC: release one by one
-                    self._ipam_call("DEL", Invocation(command="DEL", container_id=rec["containerId"], netns="",
-                                                      ifname=rec["ifName"], path=inv.path, stdin=inv.stdin),
+                    self._ipam_call("DEL", Invocation(command="DEL", container_id=rec.container_id, netns="",
+                                                      ifname=rec.ifname, path=inv.path, stdin=inv.stdin),
                                     conf, settings)
             if settings.ipam_type == IN_PROCESS_IPAM:
                 # Releases every unlisted allocation but those of attachments busy elsewhere.
                 self._ipam_call("GC", inv, conf, settings, valid)
-            store.doc.apply(lambda doc: [doc["endpoints"].pop(key, None) for key in stale])
+            store.remove_many(stale)

@@ -3,16 +3,19 @@
 Writes go to a temporary file that is fsynced and renamed over the old one, then the directory
 is fsynced: a reader sees the old document or the new one, never half of either. An empty
 (or whitespace-only) file is an empty document. An unreadable one (NUL bytes, bad JSON, another
-schema) is moved aside to `<name>.corrupt-<time>` (never deleted) and CorruptState is raised, so
-the caller fails safe with a clear error instead of handing out addresses twice.
-The lock is a separate `<name>.lock` file held with flock(2): released by the kernel when the
-holder dies, so a crashed plugin can never leave a node blocked.
+schema) raises CorruptState, so the caller fails safe with a clear error instead of handing out
+addresses twice. Reads have no side effects: only a caller that writes (under the lock) moves an
+unreadable file aside, to a name no other corrupt file has (`<name>.corrupt-<time>-<pid>[-n]`,
+never deleted, never overwritten).
+The lock is a separate `<name>.lock` file held with flock(2) (state/locks.py): released by the
+kernel when the holder dies, so a crashed plugin can never leave a node blocked, and waited for
+only until a deadline (then code 11, try again later), so a stuck holder cannot hang a call.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
+import errno
 import json
 import os
 import threading
@@ -21,13 +24,18 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..cni.errors import CNIError, IO_FAILURE, STATE_CORRUPT
+from .locks import DEFAULT_TIMEOUT as DEFAULT_LOCK_TIMEOUT, flocked
 
 
 class CorruptState(CNIError):
-    def __init__(self, path: str, moved_to: str, why: str) -> None:
+    """An unreadable state file; moved_to is where a writer moved it (None: left in place)."""
+
+    def __init__(self, path: str, moved_to: str | None, why: str) -> None:
+        where = (f"it was moved aside to {moved_to}" if moved_to else
+                 "it is left in place (the next change of the node's state moves it aside)")
         super().__init__(
             STATE_CORRUPT,
-            f"state file {path} was unreadable ({why}); it was moved aside to {moved_to}",
+            f"state file {path} was unreadable ({why}); {where}",
             "the node's state must be rebuilt before more addresses are handed out "
             "(see `vnetctl ipam --rebuild`)",
         )
@@ -80,6 +88,37 @@ def atomic_write(path: str, data: bytes, mode: int = 0o600) -> None:
     fsync_dir(directory)
 
 
+_RENAME_NOREPLACE = 1
+
+
+def rename_unique(src: str, base: str) -> str:
+    """Rename src to base, or base-1, base-2, ... : the first name no file has. Never replaces
+    a file (renameat2 RENAME_NOREPLACE; a hard link where the kernel lacks it)."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    renameat2 = getattr(libc, "renameat2", None)
+    at_fdcwd = -100
+    for n in range(10_000):
+        dst = base if n == 0 else f"{base}-{n}"
+        if renameat2 is not None:
+            if renameat2(at_fdcwd, os.fsencode(src), at_fdcwd, os.fsencode(dst), _RENAME_NOREPLACE) == 0:
+                return dst
+            err = ctypes.get_errno()
+            if err == errno.EEXIST:
+                continue
+            if err not in (errno.ENOSYS, errno.EINVAL):
+                raise OSError(err, os.strerror(err), src)
+            renameat2 = None  # the file system or kernel cannot: fall back to link + unlink
+        try:
+            os.link(src, dst)
+        except FileExistsError:
+            continue
+        os.unlink(src)
+        return dst
+    raise OSError(errno.EEXIST, "no free name for the corrupt file", base)
+
+
 class DurableDocument:
     """One JSON document with a `kind` and a `schemaVersion`."""
 
@@ -89,6 +128,7 @@ class DurableDocument:
         self.kind = kind
         self.schema_version = schema_version
         self._empty = empty
+        self.lock_timeout = DEFAULT_LOCK_TIMEOUT
 
     @property
     def lock_path(self) -> str:
@@ -101,8 +141,13 @@ class DurableDocument:
         return doc
 
     def _move_aside(self, why: str) -> None:
-        moved = f"{self.path}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
-        os.rename(self.path, moved)
+        """Under the lock: rename the unreadable file to a name no file has yet, then raise."""
+        base = f"{self.path}.corrupt-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{os.getpid()}"
+        try:
+            moved = rename_unique(self.path, base)
+        except OSError as exc:
+            raise CNIError(IO_FAILURE, f"state file {self.path} is unreadable ({why}) and cannot be "
+                                       f"moved aside: {exc.strerror}") from None
         with contextlib.suppress(OSError):
             fsync_dir(os.path.dirname(self.path) or ".")
         raise CorruptState(self.path, moved, why)
@@ -145,33 +190,32 @@ class DurableDocument:
         return self._new() if raw is None else self._parse(raw)
 
     def read(self) -> dict:
-        """The current document (a lock-free snapshot: renames are atomic).
-
-        A file that looks unreadable is judged again under the lock before it is moved aside:
-        two lock-free readers must not both move it, nor move a writer's fresh file by mistake.
-        """
+        """The current document (a lock-free snapshot: renames are atomic). No side effects:
+        an unreadable file raises CorruptState and stays where it is."""
         raw = self._read_raw()
         if raw is None or not raw.strip():
             return self._new()
         doc, why = self._decode(raw)
-        if not why:
-            return doc
-        with self.locked():
-            return self._read_locked()
+        if why:
+            raise CorruptState(self.path, None, why)
+        return doc
+
+    def read_for_update(self) -> dict:
+        """read() for a caller that is about to change the document: a file that looks
+        unreadable is judged again under the lock and moved aside (CorruptState with moved_to).
+        Two such callers never both move it, nor move a writer's fresh file by mistake."""
+        try:
+            return self.read()
+        except CorruptState:
+            with self.locked():
+                return self._read_locked()
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
-        directory = os.path.dirname(self.path) or "."
-        try:
-            os.makedirs(directory, mode=0o755, exist_ok=True)
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-        except OSError as exc:
-            raise CNIError(IO_FAILURE, f"cannot open lock {self.lock_path}: {exc.strerror}") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        """Hold the document's flock for the body; waiting for it ends with code 11 after
+        `lock_timeout` seconds (state/locks.py), never in a hang."""
+        with flocked(self.lock_path, timeout=self.lock_timeout, purpose=f"the {self.kind} state"):
             yield
-        finally:
-            os.close(fd)  # closing releases the flock
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[dict]:
