@@ -98,7 +98,7 @@ class HostView:
 
     def _on_host(self, path: str) -> tuple[str, str]:
         try:
-            fd = os.open(self.root + path, os.O_RDONLY | os.O_CLOEXEC)
+            fd = os.open(self.root + path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)  # a FIFO cannot hang us
         except OSError as exc:
             if exc.errno in (errno.ENOENT, errno.ENOTDIR):
                 return GONE, f"netns {path} does not exist on the host"
