@@ -220,10 +220,10 @@ def status_data(found) -> dict:
 
     dp = LinuxDataplane(lock_dir=layout.lock_dir)  # reads only
     try:
-        stale, unverified, _live = classify(records, dp)
+        stale, _unverified, _live = classify(records, dp)
     finally:
         dp.close()
-    data["endpoints"] = {"recorded": len(records), "stale": len(stale), "unverified": len(unverified)}
+    data["endpoints"] = {"recorded": len(records), "stale": len(stale)}
     data["services"] = _prerequisites(records, layout)
     return data
 
