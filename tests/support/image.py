@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import threading
 from dataclasses import dataclass
@@ -59,7 +60,15 @@ def build_image(tag: str | None = None, archive: str | None = None) -> BuiltImag
         cmd += ["--tag", tag]
     if archive:
         cmd += ["--archive", archive]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=BUILD_TIMEOUT)
+    # its own process group: on the deadline the whole build (mmdebstrap, pip, podman) is stopped
+    child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = child.communicate(timeout=BUILD_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        os.killpg(child.pid, signal.SIGKILL)
+        child.communicate()
+        raise AssertionError(f"scripts/build-image.sh took more than {BUILD_TIMEOUT} s") from None
+    proc = subprocess.CompletedProcess(cmd, child.returncode, out, err)
     if proc.returncode != 0:
         raise AssertionError(f"scripts/build-image.sh failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     line = proc.stdout.strip().splitlines()[-1]
