@@ -182,3 +182,90 @@ def test_no_fallback_dels_without_vnetd_are_carried_out_when_it_starts(no_fallba
     assert add.ok and [r["verb"] for r in second.served()] == ["ADD"], add
     assert run_plugin(vnet, "DEL", conf, node=node_ns, container_id="ctr1", netns=other).ok
     assert allocations(state_dir) == {}
+
+
+# --- fault-matrix cells (tests/support/invariants.py) ------------------------------------------
+def _burst(calls, binary, node, conf, jobs, cni_path=None):
+    """Run (verb, container, netns path) jobs at once through `binary`; record each call."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    deadline = conf.get("vnetdTimeoutSeconds", 5.0) + SLACK
+
+    def one(job):
+        verb, cid, path = job
+        started = time.monotonic()
+        r = run_plugin(binary, verb, conf, node=node, container_id=cid, netns=path,
+                       **({"cni_path": cni_path} if cni_path else {}))
+        calls.record(r.code, r.out, time.monotonic() - started, deadline=deadline, what=f"{verb} {cid}")
+        return r
+
+    with ThreadPoolExecutor(len(jobs)) as pool:
+        return list(pool.map(one, jobs))
+
+
+def test_matrix_vnetd_in_another_mount_namespace(no_fallback_bin, node_ns, pod_ns, tmp_path, state_dir, vnetds):
+    from support.invariants import CallLog, check_calls, node_problems, write_report
+
+    d = vnetds(node_ns, state_dir, str(tmp_path / "log"), hide_netns=True)
+    vnet = os.path.join(no_fallback_bin, "vnet")
+    conf = conf_for(state_dir, tmp_path)
+    pods = {f"ctr{i}": pod_ns() for i in range(8)}  # all created after vnetd, invisible to it
+    calls = CallLog("vnetd in another mount namespace")
+    adds = _burst(calls, vnet, node_ns, conf, [("ADD", c, p) for c, (_, p) in pods.items()])
+    assert all(r.ok for r in adds), [r for r in adds if not r.ok]
+    half = list(pods)[:4]
+    _burst(calls, vnet, node_ns, conf, [("DEL", c, pods[c][1]) for c in half]
+           + [("CHECK", c, pods[c][1]) for c in list(pods)[4:]])
+    check_calls(calls)
+    assert all(c.code == 0 for c in calls.calls), [c for c in calls.calls if c.code]
+    problems = node_problems(node=node_ns, state_dirs=[state_dir], pods={c: n for c, (n, _) in pods.items()})
+    assert not problems, problems
+    assert len(allocations(state_dir)) == 4 and len(d.served()) == 16
+    _burst(calls, vnet, node_ns, conf, [("DEL", c, pods[c][1]) for c in list(pods)[4:]])
+    assert allocations(state_dir) == {} and not [l for l in links(node_ns) if l.startswith("azv")]
+    write_report(calls.report())
+
+
+def test_matrix_no_fallback_vnetd_killed_mid_burst(no_fallback_bin, node_ns, pod_ns, tmp_path, state_dir, vnetds):
+    """The image's front doors, vnetd SIGKILLed while a burst of ADDs and DELs runs, then started
+    again: every call answered in time (ADD 0 or 11, DEL 0), and once the retries are done nothing
+    is leaked or held twice; DELs that found no vnetd were carried out by the next one."""
+    from support.invariants import CallLog, check_calls, node_problems, write_report
+
+    vnet = os.path.join(no_fallback_bin, "vnet")
+    conf = conf_for(state_dir, tmp_path, vnetdTimeoutSeconds=2)
+    first = vnetds(node_ns, state_dir, str(tmp_path / "log1"))
+    pods = {f"ctr{i}": pod_ns() for i in range(10)}
+    calls = CallLog("no-fallback, vnetd SIGKILL mid-burst")
+    olds = list(pods)[:4]
+    assert all(r.ok for r in _burst(calls, vnet, node_ns, conf, [("ADD", c, pods[c][1]) for c in olds]))
+    from threading import Thread
+
+    def killer():
+        wait_for(lambda: len(first.served()) >= 6, what="some of the burst served")
+        first.proc.kill()
+
+    k = Thread(target=killer)
+    k.start()
+    jobs = [("DEL", c, pods[c][1]) for c in olds] + [("ADD", c, pods[c][1]) for c in list(pods)[4:]]
+    results = dict(zip([j[1] + j[0] for j in jobs], _burst(calls, vnet, node_ns, conf, jobs)))
+    k.join()
+    check_calls(calls)
+    assert {c.code for c in calls.calls if c.what.startswith("DEL")} == {0}
+    assert {c.code for c in calls.calls} <= {0, 1}
+    assert {c.out["code"] for c in calls.calls if c.code} <= {11}
+    first.proc.wait(10)
+    recorded = len(os.listdir(os.path.join(state_dir, "pending-deletes")))
+    vnetds(node_ns, state_dir, str(tmp_path / "log2"))  # carries out the recorded DELs first
+    for c in list(pods)[4:]:  # the runtime retries the ADDs that failed
+        if not results[c + "ADD"].ok:
+            r = run_plugin(vnet, "ADD", conf, node=node_ns, container_id=c, netns=pods[c][1])
+            assert r.ok, r
+    live = list(pods)[4:]
+    problems = node_problems(node=node_ns, state_dirs=[state_dir], pods={c: pods[c][0] for c in live})
+    assert not problems, problems
+    assert sorted(a["containerId"] for a in allocations(state_dir).values()) == sorted(live)
+    assert os.listdir(os.path.join(state_dir, "pending-deletes")) == []
+    write_report(calls.report(restarted=True, dels_recorded_while_down=recorded))
+    _burst(calls, vnet, node_ns, conf, [("DEL", c, pods[c][1]) for c in live])
+    assert allocations(state_dir) == {} and not [l for l in links(node_ns) if l.startswith("azv")]
