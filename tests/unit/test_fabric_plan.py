@@ -160,3 +160,28 @@ def test_transparent_node_conflist_and_the_sdn_rules():
     rules = sdn.arp_ruleset(rec)
     assert "elements = { 10.240.0.1, 10.240.0.5, 10.240.0.6, 10.240.0.8, 10.240.0.9 }" in rules
     assert "10.240.0.4" not in rules and "10.240.0.7" not in rules  # nodes answer for their primaries
+
+
+def test_dual_stack_plan_mirrors_the_ipv4_layout_and_the_fabric_counts_ipv6():
+    plan = plan_addresses("demo", "10.240.0.0/24", 2, 2, "fd00:10:240::/64")
+    assert (plan.subnet6, plan.gateway6, plan.prefixlen6) == ("fd00:10:240::/64", "fd00:10:240::1", 64)
+    assert [(n.primary6, n.secondaries6) for n in plan.nodes] == [
+        ("fd00:10:240::4", ("fd00:10:240::5", "fd00:10:240::6")),
+        ("fd00:10:240::7", ("fd00:10:240::8", "fd00:10:240::9"))]
+    assert plan_addresses("demo", "10.240.0.0/24", 2, 2).nodes[0].primary6 == ""
+    with pytest.raises(ValueError, match="IPv6 subnet"):
+        plan_addresses("demo", "10.240.0.0/24", 2, 2, "10.1.0.0/16")
+    nodes = [NodeRecord(name=f"node{a.index}", netns="n", primary=a.primary, mac=a.mac, fabricPort=f"p-node{a.index}",
+                        stateDir="/s", conflist="/c", cniBinDir="/b", metadataUrl="u", metadataFile="/m",
+                        secondaries=list(a.secondaries), primary6=a.primary6, secondaries6=list(a.secondaries6))
+             for a in plan.nodes]
+    rec = FabricRecord(name="demo", subnet=plan.subnet, gateway=plan.gateway, fabricNetns="f", fabricBridge="vnet0",
+                       ipsPerNode=2, enforceSource=True, subnet6=plan.subnet6, gateway6=plan.gateway6, nodes=nodes)
+    rules = enforcement.ruleset(rec)
+    assert "counter ipv6_from_node1" in rules and "oifname \"p-node2\"" in rules
+    assert "set owned6_node1 { type ipv6_addr; elements = { fd00:10:240::4, fd00:10:240::5, fd00:10:240::6 } }" in rules
+    assert "ip6 saddr != fe80::/10" in rules
+    from vnetcni.sim import sdn
+
+    assert "route replace fd00:10:240::8/128 via fd00:10:240::7 dev vnet0" in sdn.routes(rec)
+    assert "neigh replace proxy fd00:10:240::8 dev vnet0" in sdn.routes(rec)

@@ -23,6 +23,9 @@ def fabric_option() -> str:
     return typer.Option(naming.DEFAULT_FABRIC, "--fabric", "--name", help="The fabric's name.")
 
 
+DEFAULT_SUBNET6 = "fd00:10:240::/64"  # a unique local range: never routed beyond the fabric
+
+
 def register(app: typer.Typer) -> None:
     from . import service_cmds
 
@@ -62,6 +65,8 @@ def fabric_up(
     mode: str = typer.Option("bridge", "--mode",
                              help="The vnet plugin's mode on every node: bridge, or transparent (routed; "
                                   "the fabric then delivers each secondary address to its node, as the SDN does)."),
+    dual_stack: bool = typer.Option(False, "--dual-stack", help="Give the VNet an IPv6 subnet too (--subnet6)."),
+    subnet6: str = typer.Option(DEFAULT_SUBNET6, "--subnet6", help="The VNet's IPv6 subnet, with --dual-stack."),
     replace: bool = typer.Option(False, "--replace", help="Rebuild a fabric of this name that is up, "
                                  "deleting its pods."),
     output: Optional[Output] = output_option("the new fabric"),
@@ -77,18 +82,20 @@ def fabric_up(
         log = _progress_console()
         opts = sim_fabric.FabricOptions(name=fabric, nodes=nodes, ips_per_node=ips_per_node, subnet=subnet,
                                         enforce_source=enforce_source, vnetd=vnetd, reuse_cooldown=reuse_cooldown,
-                                        metrics=metrics, replace=replace, mode=mode)
+                                        metrics=metrics, replace=replace, mode=mode,
+                                        subnet6=subnet6 if dual_stack else "")
         with log.status("bringing the fabric up") as status:
             rec = sim_fabric.up(opts, progress=lambda m: (log.log(m), status.update(m)))
         if want_json(output, as_json):
             emit_json({"name": rec.name, "subnet": rec.subnet, "gateway": rec.gateway, "directory": rec.directory,
-                       "mode": rec.mode, "vnetd": rec.vnetd, "metrics_port": rec.metricsPort,
+                       "mode": rec.mode, "subnet6": rec.subnet6, "gateway6": rec.gateway6, "vnetd": rec.vnetd, "metrics_port": rec.metricsPort,
                        "nodes": [{"name": n.name, "netns": n.netns, "primary": n.primary, "mac": n.mac,
                                   "secondaries": len(n.secondaries), "conflist": n.conflist,
                                   "state_dir": n.stateDir} for n in rec.nodes]})
             return 0
         out = console()
-        out.print(f"fabric [bold]{rec.name}[/] is up ({rec.mode} mode): {len(rec.nodes)} nodes on {rec.subnet}, "
+        out.print(f"fabric [bold]{rec.name}[/] is up ({rec.mode} mode): {len(rec.nodes)} nodes on {rec.subnet}"
+                  f"{' and ' + rec.subnet6 if rec.subnet6 else ''}, "
                   f"gateway {rec.gateway}; {'vnetd on every node' if rec.vnetd else 'plugins in-process'}; "
                   f"state in {rec.directory}")
         out.print(f"try: vnetctl pod add web --node {rec.nodes[0].name} --fabric {rec.name}")
@@ -326,6 +333,7 @@ def demo(
     vnetd: bool = typer.Option(True, "--vnetd/--no-vnetd",
                                help="Run vnetd on every node (skipped if not installed), or the plugins in-process."),
     mode: str = typer.Option("bridge", "--mode", help="The vnet plugin's mode: bridge or transparent (routed)."),
+    dual_stack: bool = typer.Option(False, "--dual-stack", help="A dual-stack VNet: pods get IPv4 and IPv6."),
 ) -> None:
     """The whole story in one command: a 3-node VNet, pods, measured connectivity, capacity, cleanup."""
     from ..sim import demo as demo_mod
@@ -334,7 +342,8 @@ def demo(
 
     def body() -> int:
         ok = demo_mod.run(console(pipe_width=120), demo_mod.DemoOptions(name=fabric, keep=keep, pods_per_node=pods_per_node,
-                                                          vnetd=vnetd, mode=mode))
+                                                          vnetd=vnetd, mode=mode,
+                                                          subnet6=DEFAULT_SUBNET6 if dual_stack else ""))
         return 0 if ok else 1
 
     guarded(body)

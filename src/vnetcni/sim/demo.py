@@ -34,6 +34,7 @@ class DemoOptions:
     workers: int = 4
     sample_per_node: int = 2
     mode: str = "bridge"
+    subnet6: str = ""  # dual-stack: every pod also gets an IPv6 address, probed too
 
 
 @dataclass
@@ -96,12 +97,13 @@ class Demo:
     # --- the story ----------------------------------------------------------------------------
     def run(self) -> bool:
         started = time.monotonic()
-        self.step(f"1. a VNet with {self.opts.nodes} nodes x {self.opts.ips_per_node} addresses, "
-                  f"vnet in {self.opts.mode} mode")
+        self.step(f"1. a{' dual-stack' if self.opts.subnet6 else ''} VNet with {self.opts.nodes} nodes x "
+                  f"{self.opts.ips_per_node} addresses, vnet in {self.opts.mode} mode")
         with self.console.status("bringing the fabric up") as status:
             self.fabric = fabric.up(fabric.FabricOptions(name=self.opts.name, nodes=self.opts.nodes,
                                                          ips_per_node=self.opts.ips_per_node,
-                                                         vnetd=self.opts.vnetd, mode=self.opts.mode),
+                                                         vnetd=self.opts.vnetd, mode=self.opts.mode,
+                                                         subnet6=self.opts.subnet6),
                                     progress=lambda m: (self.console.print(f"  {escape(m)}"), status.update(m)))
         mode = ("vnetd runs on every node" if all(n.vnetdPid for n in self.fabric.nodes)
                 else "the plugins run in-process (no vnetd)")
@@ -170,8 +172,7 @@ class Demo:
         for s, d in local:
             cells[(s.name, d.name)] = self._probe_pair(s, d, "same node")
         after = enforcement.counters(self.fabric)
-        crossed = sum(after[n]["ipv4_from"] - before[n]["ipv4_from"] + after[n]["ipv4_to"] - before[n]["ipv4_to"]
-                      for n in after)
+        crossed = sum(after[n][k] - before[n][k] for n in after for k in after[n] if k != "spoofed_from")
         for s, d in remote:
             cells[(s.name, d.name)] = self._probe_pair(s, d, "across nodes")
         service, nodeports = self._services(sample, cells)
@@ -183,7 +184,7 @@ class Demo:
         table = Table(title="from \\ to", title_justify="left")
         table.add_column("pod (node)")
         for d in sample:
-            table.add_column(f"{d.name}\n{d.address}")
+            table.add_column(f"{d.name}\n{d.address}" + (f"\n{d.address6}" if d.address6 else ""))
         table.add_column(f"gateway\n{self.fabric.gateway}")
         if service:
             table.add_column(f"service {service.name}\n{service.clusterIP}")
@@ -202,7 +203,8 @@ class Demo:
                                f"({service.endpoints[0]} on {sample[0].node}); ok = it answered and saw the caller's "
                                "own address (hairpin: its node's, as kube-proxy masquerades it)")
             self.console.print(f"NodePort {service.nodePort} from the gateway through every node: {nodeports}")
-        self.console.print(f"{len(local)} node-local probes: {crossed} IPv4 packets crossed the fabric meanwhile "
+        family = "IPv4 and IPv6" if self.fabric.subnet6 else "IPv4"
+        self.console.print(f"{len(local)} node-local probes: {crossed} {family} packets crossed the fabric meanwhile "
                            f"(fabric port counters) {_mark(crossed == 0)}")
         self.outcome.check(crossed == 0, f"node-local traffic crossed the fabric ({crossed} packets)")
 
@@ -235,11 +237,16 @@ class Demo:
         return service, ", ".join(marks)
 
     def _probe_pair(self, s: PodRecord, d: PodRecord, where: str) -> str:
-        t = probe.tcp(s.netns, d.netns, d.address)
-        pg = probe.ping(s.netns, d.address)
-        ok = self.outcome.check(t.ok and pg.ok, f"{s.name} -> {d.name} ({where}): tcp {t.detail}, ping {pg.detail}")
+        """TCP and ping to the pod's address (dual-stack: to both of its addresses)."""
+        failed = ""
+        for address in filter(None, (d.address, d.address6)):
+            t = probe.tcp(s.netns, d.netns, address)
+            pg = probe.ping(s.netns, address)
+            if not self.outcome.check(t.ok and pg.ok, f"{s.name} -> {d.name} {address} ({where}): "
+                                                      f"tcp {t.detail}, ping {pg.detail}"):
+                failed = failed or f"{address}: {_why(t, pg)}"
         tag = "local" if where == "same node" else "fabric"
-        return f"[green]ok[/] {tag}" if ok else f"[red]{escape(_why(t, pg))}[/]"
+        return f"[green]ok[/] {tag}" if not failed else f"[red]{escape(failed)}[/]"
 
     def capacity(self) -> None:
         node = self.fabric.nodes[0]

@@ -17,6 +17,10 @@ from .model import FabricRecord
 
 TABLE = "vsim"
 UNICAST = "ether type ip ether daddr & 01:00:00:00:00:00 == 00:00:00:00:00:00"
+# Dual-stack: unicast IPv6 of pods and nodes (TCP, UDP, pings), without neighbour discovery, which
+# is the link's own chatter and says nothing about where pod traffic goes.
+UNICAST6 = "ether type ip6 ether daddr & 01:00:00:00:00:00 == 00:00:00:00:00:00"
+IPV6_TRAFFIC = ("meta l4proto != ipv6-icmp", "icmpv6 type { echo-request, echo-reply }")
 
 
 def _cid(node: str) -> str:
@@ -41,6 +45,17 @@ def ruleset(fabric: FabricRecord) -> str:
             pre.append(f"    iifname {port} ether type arp arp saddr ip != @owned_{c} "
                        f"counter name spoofed_from_{c} drop")
         post.append(f"    oifname {port} {UNICAST} counter name ipv4_to_{c}")
+        if fabric.subnet6:
+            lines.append(f"  counter ipv6_from_{c} {{}}")
+            lines.append(f"  counter ipv6_to_{c} {{}}")
+            for match in IPV6_TRAFFIC:
+                pre.append(f"    iifname {port} {UNICAST6} {match} counter name ipv6_from_{c}")
+                post.append(f"    oifname {port} {UNICAST6} {match} counter name ipv6_to_{c}")
+            if fabric.enforceSource:
+                owned6 = ", ".join([n.primary6, *n.secondaries6])
+                lines.append(f"  set owned6_{c} {{ type ipv6_addr; elements = {{ {owned6} }} }}")
+                pre.append(f"    iifname {port} ether type ip6 ip6 saddr != @owned6_{c} ip6 saddr != fe80::/10 "
+                           f"ip6 saddr != :: counter name spoofed_from_{c} drop")
     lines.append("  chain prerouting {")
     lines.append("    type filter hook prerouting priority -200; policy accept;")
     lines += pre
@@ -59,7 +74,8 @@ def install(fabric: FabricRecord) -> None:
 
 def counters(fabric: FabricRecord) -> dict[str, dict[str, int]]:
     """{node: {"ipv4_from": unicast IPv4 packets from the node into the fabric, "ipv4_to": out of the
-    fabric to the node, "spoofed_from": packets dropped for a source the node does not own}}."""
+    fabric to the node, "spoofed_from": packets dropped for a source the node does not own, and on
+    a dual-stack fabric "ipv6_from", "ipv6_to": the same for IPv6 (without neighbour discovery)}}."""
     out = kernel.exec_in(fabric.fabricNetns, ["nft", "-j", "list", "counters", "table", "bridge", TABLE]).stdout
     by_name = {}
     for item in json.loads(out).get("nftables", []):
@@ -69,6 +85,6 @@ def counters(fabric: FabricRecord) -> dict[str, dict[str, int]]:
     result = {}
     for n in fabric.nodes:
         c = _cid(n.name)
-        result[n.name] = {kind: by_name.get(f"{kind}_{c}", 0)
-                          for kind in ("ipv4_from", "ipv4_to", "spoofed_from")}
+        kinds = ("ipv4_from", "ipv4_to", "spoofed_from") + (("ipv6_from", "ipv6_to") if fabric.subnet6 else ())
+        result[n.name] = {kind: by_name.get(f"{kind}_{c}", 0) for kind in kinds}
     return result

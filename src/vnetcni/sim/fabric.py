@@ -55,6 +55,7 @@ class FabricOptions:
     vnetd: bool = True
     mode: str = sdn.MODE_BRIDGE  # the vnet plugin's mode on every node; transparent: the SDN delivers
     reuse_cooldown: float | None = None
+    subnet6: str = ""  # dual-stack: the VNet's IPv6 subnet beside the IPv4 one
     metrics: bool = False        # vnetd serves metrics on <node primary>:METRICS_PORT
     replace: bool = False        # tear down a fabric of that name that is up (its pods too)
 
@@ -69,7 +70,8 @@ def check_metadata_size(plan: AddressPlan) -> None:
     last = plan.nodes[-1]  # the longest addresses
 
     def size(n: int) -> int:
-        return len(render_node(last.mac, plan.subnet, last.primary, list(last.secondaries[:n])))
+        ipv6 = (plan.subnet6, last.primary6, list(last.secondaries6[:n])) if plan.subnet6 else None
+        return len(render_node(last.mac, plan.subnet, last.primary, list(last.secondaries[:n]), ipv6=ipv6))
 
     count = len(last.secondaries)
     if size(count) <= MAX_METADATA_BYTES:
@@ -109,7 +111,7 @@ def conflist_for(node: NodeRecord, reuse_cooldown: float, mode: str = sdn.MODE_B
 def up(opts: FabricOptions, progress: Progress = _quiet) -> FabricRecord:
     """Build the fabric; leftovers of a crashed run with this name are removed first."""
     naming.check_fabric_name(opts.name)
-    plan = plan_addresses(opts.name, opts.subnet, opts.nodes, opts.ips_per_node)
+    plan = plan_addresses(opts.name, opts.subnet, opts.nodes, opts.ips_per_node, opts.subnet6)
     if opts.mode not in sdn.MODES:
         raise ValueError(f"--mode must be one of {', '.join(sdn.MODES)}, got {opts.mode!r}")
     check_metadata_size(plan)
@@ -133,6 +135,7 @@ def up(opts: FabricOptions, progress: Progress = _quiet) -> FabricRecord:
             ipsPerNode=opts.ips_per_node, enforceSource=opts.enforce_source, mode=opts.mode,
             vnetd=bool(opts.vnetd and services.vnetd_available()),
             metricsPort=METRICS_PORT if opts.metrics else None,
+            subnet6=plan.subnet6, gateway6=plan.gateway6,
             created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         )
         try:
@@ -156,6 +159,9 @@ def _build(record: FabricRecord, plan: AddressPlan, opts: FabricOptions, progres
     kernel.netns_add(fab)
     kernel.ip(fab, "link", "add", record.fabricBridge, "type", "bridge", "forward_delay", "0", "stp_state", "0")
     kernel.ip(fab, "addr", "add", f"{record.gateway}/{plan.prefixlen}", "dev", record.fabricBridge)
+    if record.subnet6:
+        progress(f"dual-stack: IPv6 subnet {record.subnet6}, gateway {record.gateway6}")
+        kernel.ip(fab, "addr", "add", f"{record.gateway6}/{plan.prefixlen6}", "dev", record.fabricBridge, "nodad")
     kernel.ip(fab, "link", "set", record.fabricBridge, "up")
     if record.mode == sdn.MODE_TRANSPARENT:
         progress("transparent mode: the fabric routes every secondary address to its node (the SDN)")
@@ -165,7 +171,7 @@ def _build(record: FabricRecord, plan: AddressPlan, opts: FabricOptions, progres
         node = _node_record(record, addrs, bin_dir)
         progress(f"node {node.name}: {node.netns}, eth0 {node.primary} ({node.mac}), "
                  f"{len(node.secondaries)} secondary addresses")
-        _build_node(record, node, plan.prefixlen, opts)
+        _build_node(record, node, plan, opts)
         record.nodes.append(node)
 
     progress("waiting for every node's metadata service to answer")
@@ -211,14 +217,16 @@ def _node_record(record: FabricRecord, addrs: NodeAddresses, bin_dir: str) -> No
         metadataUrl=naming.metadata_url(), metadataFile=os.path.join(node_dir, "interfaces.xml"),
         secondaries=list(addrs.secondaries),
         bridge="" if record.mode == sdn.MODE_TRANSPARENT else naming.NODE_BRIDGE,
+        primary6=addrs.primary6, secondaries6=list(addrs.secondaries6),
     )
 
 
-def _build_node(record: FabricRecord, node: NodeRecord, prefixlen: int, opts: FabricOptions) -> None:
+def _build_node(record: FabricRecord, node: NodeRecord, plan: AddressPlan, opts: FabricOptions) -> None:
     node_dir = os.path.dirname(node.stateDir)
     os.makedirs(node.stateDir, mode=0o755, exist_ok=True)
+    ipv6 = (record.subnet6, node.primary6, node.secondaries6) if record.subnet6 else None
     with open(node.metadataFile, "wb") as f:
-        f.write(render_node(node.mac, record.subnet, node.primary, node.secondaries))
+        f.write(render_node(node.mac, record.subnet, node.primary, node.secondaries, ipv6=ipv6))
     _ensure_etc_cni()
     os.makedirs(os.path.dirname(node.conflist), mode=0o755, exist_ok=True)
     with open(node.conflist, "w", encoding="utf-8") as f:
@@ -231,8 +239,11 @@ def _build_node(record: FabricRecord, node: NodeRecord, prefixlen: int, opts: Fa
               "peer", "name", node.eth0, "netns", node.netns)
     kernel.ip(record.fabricNetns, "link", "set", node.fabricPort, "master", record.fabricBridge, "up")
     kernel.ip(node.netns, "link", "set", node.eth0, "address", node.mac, "up")
-    kernel.ip(node.netns, "addr", "add", f"{node.primary}/{prefixlen}", "dev", node.eth0)
+    kernel.ip(node.netns, "addr", "add", f"{node.primary}/{plan.prefixlen}", "dev", node.eth0)
     kernel.ip(node.netns, "route", "add", "default", "via", record.gateway, "dev", node.eth0)
+    if record.subnet6:
+        kernel.ip(node.netns, "addr", "add", f"{node.primary6}/{plan.prefixlen6}", "dev", node.eth0, "nodad")
+        kernel.ip(node.netns, "-6", "route", "add", "default", "via", record.gateway6, "dev", node.eth0)
     kernel.configure_as_kubernetes_node(node.netns)
     if record.mode == sdn.MODE_TRANSPARENT:
         sdn.configure_node(node)

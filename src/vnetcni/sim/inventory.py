@@ -48,9 +48,11 @@ def fabric_capacity(fabric: FabricRecord) -> list[NodeCapacity]:
 
 def pool_counts(node: NodeRecord) -> dict[str, int]:
     """{"in use", "free", "cooling", "quarantined", "size"} of the node's pool ("size" 0 until the
-    node's IPAM first learned its pool, i.e. before its first pod)."""
+    node's IPAM first learned its pool, i.e. before its first pod). Dual-stack: of the IPv4 pool,
+    the one that bounds the node's pods (the IPv6 one moves in step with it)."""
     state = IpamStore(node.stateDir).read()
-    rows = address_rows(state, time.time())
+    v6 = state.pool is not None and ":" in state.pool.subnet
+    rows = [r for r in address_rows(state, time.time()) if (":" in r.address) == v6]
     counts = {s: sum(1 for r in rows if r.status == s) for s in (IN_USE, FREE, COOLING, QUARANTINED)}
     counts["size"] = len(state.pool.addresses) if state.pool else 0
     return counts

@@ -7,6 +7,8 @@ Format (keys are the contract with other tools; extra keys may be added, none re
             "conflist", "cniBinDir", "metadataUrl", "metadataFile", "metadataPid",
             "secondaries": [...], "vnetdPid"}]}
 A transparent-mode node has no bridge: its "bridge" is "".
+Dual-stack fabrics add "subnet6", "gateway6" and per node "primary6", "secondaries6" ("" and []
+on a single-stack fabric).
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ class NodeRecord:
     bridge: str = naming.NODE_BRIDGE
     metadataPid: int | None = None
     vnetdPid: int | None = None
+    primary6: str = ""
+    secondaries6: list[str] = field(default_factory=list)
 
     @property
     def netns_path(self) -> str:
@@ -57,6 +61,8 @@ class FabricRecord:
     mode: str = "bridge"
     vnetd: bool = False                 # the nodes run vnetd
     metricsPort: int | None = None      # vnetd's metrics port on every node (fabric up --metrics)
+    subnet6: str = ""
+    gateway6: str = ""
     complete: bool = False
     created: str = ""
     nodes: list[NodeRecord] = field(default_factory=list)

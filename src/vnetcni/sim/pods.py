@@ -55,6 +55,12 @@ class PodRecord:
         ips = self.result.get("ips") or []
         return ips[0]["address"].split("/")[0] if ips else ""
 
+    @property
+    def address6(self) -> str:
+        """Dual-stack: the pod's IPv6 address, without the prefix length ("" without one)."""
+        six = [ip["address"].split("/")[0] for ip in self.result.get("ips") or [] if ":" in ip["address"]]
+        return six[0] if six else ""
+
     def _pod_interface(self) -> dict:
         for iface in self.result.get("interfaces") or []:
             if iface.get("sandbox"):

@@ -24,15 +24,16 @@ class Probe:
     detail: str
 
 
-def _socket_in(netns: str) -> socket.socket:
+def _socket_in(netns: str, family: int = socket.AF_INET) -> socket.socket:
     with nsutil.entered(nsutil.netns_path(netns)):
-        return socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        return socket.socket(family, socket.SOCK_STREAM)
 
 
 def tcp(src_netns: str, dst_netns: str, dst_ip: str, timeout: float = 3.0) -> Probe:
-    """A TCP connection from src to a listener in dst at dst_ip, with an echoed payload."""
+    """A TCP connection from src to a listener in dst at dst_ip (IPv4 or IPv6), with an echoed payload."""
+    family = socket.AF_INET6 if ":" in dst_ip else socket.AF_INET
     try:
-        server = _socket_in(dst_netns)
+        server = _socket_in(dst_netns, family)
     except OSError as exc:
         return Probe(False, f"cannot enter {dst_netns}: {exc.strerror or exc}")
     client = None
@@ -41,7 +42,7 @@ def tcp(src_netns: str, dst_netns: str, dst_ip: str, timeout: float = 3.0) -> Pr
         server.bind((dst_ip, 0))
         server.listen(1)
         port = server.getsockname()[1]
-        client = _socket_in(src_netns)
+        client = _socket_in(src_netns, family)
         client.settimeout(timeout)
         payload = secrets.token_bytes(16)
         client.connect((dst_ip, port))
@@ -135,7 +136,7 @@ class Answer:
 def call(src_netns: str, ip: str, port: int, timeout: float = 3.0) -> Answer:
     """A TCP connection from inside src_netns to ip:port, answered by a Responder."""
     try:
-        client = _socket_in(src_netns)
+        client = _socket_in(src_netns, socket.AF_INET6 if ":" in ip else socket.AF_INET)
     except OSError as exc:
         return Answer(False, detail=f"cannot enter {src_netns}: {exc.strerror or exc}")
     with client:

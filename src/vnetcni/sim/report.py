@@ -10,7 +10,8 @@ from .pods import PodRecord
 
 
 def pod_row(p: PodRecord) -> dict:
-    return {"pod": f"{p.namespace}/{p.name}", "node": p.node, "address": p.address, "mac": p.mac,
+    return {"pod": f"{p.namespace}/{p.name}", "node": p.node, "address": p.address,
+            **({"address6": p.address6} if p.address6 else {}), "mac": p.mac,
             "hostInterface": p.host_ifname, "containerId": p.containerId[:12], "netns": p.netns}
 
 
@@ -67,7 +68,8 @@ def pods_table(rows: list[dict], title: str = "pods"):
     for col in ("pod", "node", "address", "MAC", "host interface"):
         table.add_column(col)
     for r in rows:
-        table.add_row(r["pod"], r["node"], r["address"], r["mac"], r["hostInterface"])
+        address = r["address"] + (f"\n{r['address6']}" if r.get("address6") else "")
+        table.add_row(r["pod"], r["node"], address, r["mac"], r["hostInterface"])
     return table
 
 

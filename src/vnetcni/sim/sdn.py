@@ -13,6 +13,9 @@ NIC holds it, primary or secondary. The fabric namespace does the same, with ker
   port the question came in on, as the route does; no proxy delay), limited by an `arp` filter to
   the secondaries and the gateway, so each node still answers for its own primary;
 - no ICMP redirects: a VM is never told to bypass the SDN.
+Dual-stack, the same for IPv6: a /128 route per IPv6 secondary to the node's IPv6 primary, and
+proxy neighbour discovery on the VNet bridge for exactly those addresses (a proxy entry per
+address: the kernel's NDP proxy is per address already), forwarding on, no proxy delay.
 
 The node's part is a Kubernetes node's: net.ipv4.ip_forward=1 (set inside the node namespace).
 Every sysctl here is written inside the fabric's or the node's namespace, never the machine's.
@@ -39,17 +42,27 @@ def configure_fabric(fabric: FabricRecord) -> None:
     _sysctl(fabric.fabricNetns, "net.ipv4.ip_forward=1", "net.ipv4.conf.all.send_redirects=0",
             f"net.ipv4.conf.{br}.send_redirects=0", f"net.ipv4.conf.{br}.proxy_arp_pvlan=1",
             f"net.ipv4.neigh.{br}.proxy_delay=0")
+    if fabric.subnet6:
+        _sysctl(fabric.fabricNetns, "net.ipv6.conf.all.forwarding=1", f"net.ipv6.conf.{br}.proxy_ndp=1",
+                f"net.ipv6.neigh.{br}.proxy_delay=0")
 
 
 def configure_node(node: NodeRecord) -> None:
-    """A routed node forwards between its NIC and its pods' veths."""
-    _sysctl(node.netns, "net.ipv4.ip_forward=1")
+    """A routed node forwards between its NIC and its pods' veths (both families, dual-stack)."""
+    _sysctl(node.netns, "net.ipv4.ip_forward=1", *(["net.ipv6.conf.all.forwarding=1"] if node.primary6 else []))
 
 
 def routes(fabric: FabricRecord) -> list[str]:
-    """`ip -batch` lines: every node's secondaries routed to its primary."""
-    return [f"route replace {address}/32 via {node.primary} dev {fabric.fabricBridge}"
-            for node in fabric.nodes for address in node.secondaries]
+    """`ip -batch` lines: every node's secondaries routed to its primary (and, dual-stack, its
+    IPv6 secondaries to its IPv6 primary, each answered for by the fabric's NDP proxy)."""
+    br = fabric.fabricBridge
+    lines = [f"route replace {address}/32 via {node.primary} dev {br}"
+             for node in fabric.nodes for address in node.secondaries]
+    for node in fabric.nodes:
+        for address in node.secondaries6:
+            lines.append(f"route replace {address}/128 via {node.primary6} dev {br}")
+            lines.append(f"neigh replace proxy {address} dev {br}")
+    return lines
 
 
 def arp_ruleset(fabric: FabricRecord) -> str:
