@@ -197,3 +197,31 @@ def test_only_a_mount_shared_with_the_host_counts_as_the_runtimes_netns_director
     assert propagated_mount("/var/lib/x", str(info))  # a HostToContainer (slave) mount
     assert not propagated_mount("/run/netns", str(info))  # covered by the private tmpfs
     assert not propagated_mount("/elsewhere", str(info))
+
+
+def test_an_attachment_with_a_call_in_flight_is_not_pruned(node):
+    from vnetcni.node.layout import NodeLayout
+    from vnetcni.state import attachments
+
+    sd, dp, root = node
+    attach(sd, dp, "a", "10.240.0.36/16", "/vnt-nowhere/vnt-gone", veth=False)
+    import threading
+
+    holding, release = threading.Event(), threading.Event()
+
+    def call_in_flight():  # its ADD or DEL runs (on another thread: the lock is re-entrant per thread)
+        with attachments.exclusive([NodeLayout(sd).lock_dir], "vntnet", "a", "eth0"):
+            holding.set()
+            release.wait(30)
+
+    t = threading.Thread(target=call_in_flight)
+    t.start()
+    try:
+        assert holding.wait(30)
+        done = reconcile(sd, dp, clock=lambda: NOW, host=host(root), this_boot=BOOT)
+    finally:
+        release.set()
+        t.join(30)
+    assert done.pruned == [] and done.kept == 1 and len(EndpointStore(sd).all()) == 1
+    done = reconcile(sd, dp, clock=lambda: NOW, host=host(root), this_boot=BOOT)  # once it is done
+    assert len(done.pruned) == 1 and EndpointStore(sd).all() == {}

@@ -24,6 +24,7 @@ was allocated under) and the record dropped. Run by vnetd at start and by `vnetc
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
@@ -181,19 +182,35 @@ def reconcile(state_dir: str, dataplane, clock=time.time, dry_run: bool = False,
         out.pruned = stale
         return out
     for item in stale:
-        rec = item.record
+        if _prune(state_dir, store, dataplane, item, clock, out):
+            out.pruned.append(item)
+        else:
+            out.kept += 1
+    return out
+
+
+def _prune(state_dir: str, store: EndpointStore, dataplane, item: Stale, clock, out: Reconciled) -> bool:
+    """Prune one stale record unless a call for its attachment is in flight (its lock is held:
+    an ADD or DEL is working on it) or it changed since it was judged. True if pruned."""
+    from ..node.layout import NodeLayout
+    from ..state import attachments
+
+    rec = item.record
+    ipam_dir = rec.ipam_state_dir or state_dir  # older records: vnet-ipam beside vnet
+    lock_dirs = dict.fromkeys([NodeLayout(state_dir).lock_dir, NodeLayout(ipam_dir).lock_dir])
+    with contextlib.ExitStack() as held:
+        if not all(held.enter_context(attachments.unless_busy(d, rec.network, rec.container_id, rec.ifname))
+                   for d in lock_dirs):
+            return False
         if not store.remove_if_same(rec):
-            out.kept += 1  # changed meanwhile (the attachment was added again): not ours to prune
-            continue
+            return False  # changed meanwhile (the attachment was added again): not ours to prune
         if not item.why.startswith("attached before"):  # after a reboot the name may be a new pod's
             dataplane.delete_pod_link(rec.host_ifname)  # normally gone with its namespace already
-        ipam_dir = rec.ipam_state_dir or state_dir  # older records: vnet-ipam beside vnet
         if rec.vnet_ipam and os.path.exists(os.path.join(ipam_dir, "ipam.json")):
             _release(ipam_dir, rec, clock())
         else:
             out.not_released.extend(rec.ips)
-        out.pruned.append(item)
-    return out
+    return True
 
 
 def _release(ipam_dir: str, rec: EndpointRecord, now: float) -> None:
