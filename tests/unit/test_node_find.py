@@ -128,3 +128,35 @@ def test_tables_in_a_pipe_are_plain_and_never_cut(tmp_path):
     assert row and "10.240.0.36/16" in row[0] and "…" not in res.stdout and "│" not in res.stdout
     wide = runner.invoke(app, ["endpoints", "--state-dir", str(tmp_path), "-o", "wide"], env={"COLUMNS": "40"})
     assert "c0ffee" * 10 in wide.stdout and "02:00:00:00:00:01" in wide.stdout
+
+
+def _fabric_status_data() -> dict:
+    node = {"name": "node1", "netns": "vsim-x-node1", "primary": "10.240.0.4", "mac": "00:0d:3a:00:00:01",
+            "secondaries": "10.240.0.5-34", "capacity": 30, "pods": 1,
+            "pool": {"in use": 1, "free": 29, "cooling": 0, "quarantined": 0, "size": 30},
+            "healthy": False, "problems": ["vnetd not listening on /run/vnet-sim/x/node1/state/vnetd.sock (no socket)"],
+            "metadata": "answering", "vnetd": "vnetd not listening", "vnetdListening": False,
+            "stateDir": "/run/vnet-sim/x/node1/state"}
+    pod = {"pod": "default/a-pod-with-a-rather-long-name-0123456789", "node": "node1", "address": "10.240.0.5",
+           "mac": "02:00:00:00:00:01", "hostInterface": "azv0123456789a", "containerId": "c0ffee", "netns": "n"}
+    return {"name": "x", "subnet": "10.240.0.0/16", "gateway": "10.240.0.1", "fabricNetns": "vsim-x-fabric",
+            "enforceSource": False, "vnetd": True, "metricsPort": None, "healthy": False,
+            "problems": ["node1: " + node["problems"][0]], "nodes": [node], "pods": [pod], "counters": {}}
+
+
+def test_fabric_status_respects_the_terminal_width_and_says_why(monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    from vnetcni.cli import common
+    from vnetcni.sim import report
+
+    buf = io.StringIO()
+    term = Console(file=buf, width=70, force_terminal=True, color_system=None, emoji=False)
+    monkeypatch.setattr(common, "interactive", lambda: True)
+    monkeypatch.setattr(common, "console", lambda *a, **k: term)
+    report.print_status(term, _fabric_status_data())
+    text = buf.getvalue()
+    assert max(len(line) for line in text.splitlines()) <= 70, text
+    assert "DEGRADED" in text and "vnetd not listening" in text and "fabric repair" in text
