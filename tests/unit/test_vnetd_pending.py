@@ -55,3 +55,18 @@ def test_a_call_of_the_same_attachment_waits_for_its_pending_delete(tmp_path):
     why = pending.before(add, "n")
     assert "pending DEL" in why and os.path.exists(path)  # failed: the ADD must not go first
     assert pending.before(add, "n") == "" and not os.path.exists(path)
+
+
+def test_vnetctl_status_shows_dels_waiting_for_vnetd(tmp_path):
+    from typer.testing import CliRunner
+
+    from vnetcni.cli.main import app
+
+    layout = NodeLayout(str(tmp_path))
+    record(layout, "c1")
+    record(layout, "c2")
+    res = CliRunner().invoke(app, ["status", "--state-dir", str(tmp_path), "-o", "json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["vnetd"]["pending_deletes"] == 2
+    res = CliRunner().invoke(app, ["status", "--state-dir", str(tmp_path)])
+    assert "2 DEL(s) recorded while vnetd did not answer" in res.stdout

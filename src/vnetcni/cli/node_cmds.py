@@ -195,9 +195,12 @@ def status_data(found) -> dict:
     elif os.path.exists(layout.socket):
         detail = "not running (stale socket file)"
     else:
-        detail = "not running (plugins work in-process)"
+        detail = "not running (front doors with a fallback work in-process; no-fallback ones answer ADD with code 11)"
+    from ..daemon import pending
+
     data = {"node": {"state_dir": layout.state_dir, "source": found.source},
-            "vnetd": {"running": running, "socket": layout.socket, "detail": detail, "deadlines": None}}
+            "vnetd": {"running": running, "socket": layout.socket, "detail": detail, "deadlines": None,
+                      "pending_deletes": pending.count(layout)}}
     if running:
         from ..daemon import stats
 
@@ -245,6 +248,9 @@ def status(
         typer.echo(f"node:       {found.describe()}")
         v = data["vnetd"]
         typer.echo(f"vnetd:      {v['detail']} ({v['socket']})")
+        if v["pending_deletes"]:
+            typer.echo(f"pending:    {v['pending_deletes']} DEL(s) recorded while vnetd did not answer; "
+                       "vnetd carries them out when it serves")
         pool = data["pool"]
         if pool is None:
             typer.echo("pool:       no vnet-ipam state yet (no pod added on this node)")

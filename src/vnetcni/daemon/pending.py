@@ -48,6 +48,14 @@ def attachment_key(plugin: str, network: object, container_id: str, ifname: str)
     return f"{h:016x}"
 
 
+def count(layout: NodeLayout) -> int:
+    """How many DELs wait in the node's pending-deletes directory (reads only)."""
+    try:
+        return sum(1 for n in os.listdir(layout.pending_deletes) if n.endswith(SUFFIX))
+    except OSError:
+        return 0
+
+
 class PendingDeletes:
     def __init__(self, layout: NodeLayout, run: Callable[[protocol.Request], tuple[bytes, int]]) -> None:
         self.dir = layout.pending_deletes
