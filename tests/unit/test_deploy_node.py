@@ -243,3 +243,11 @@ def test_capacity_prints_what_node_bootstrap_needs(tmp_path):
     data = json.loads(runner.invoke(app, ["capacity", "--metadata-file", str(path), "--json"]).stdout)
     assert data["max_pods"] == 12 and data["kubelet_flag"] == "--max-pods=12"
     assert data["kubelet_config"] == {"maxPods": 12}  # kubelet's own field name, to paste as is
+
+
+def test_a_conflist_that_sorts_first_is_reported(tmp_path):
+    (tmp_path / "10-vnet.conflist").write_text("{}")
+    assert conflist.shadowed_by(str(tmp_path), "10-vnet.conflist") == ""
+    (tmp_path / "05-bridge.conf").write_text("{}")
+    (tmp_path / "00-notes.txt").write_text("not a network")
+    assert conflist.shadowed_by(str(tmp_path), "10-vnet.conflist") == "05-bridge.conf"

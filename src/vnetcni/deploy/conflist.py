@@ -105,6 +105,16 @@ def write(conf_dir: str, name: str, data: bytes) -> str:
     return place(Path(conf_dir) / name, data, 0o644)
 
 
+def shadowed_by(conf_dir: str, name: str) -> str:
+    """The file a runtime would pick instead of ours: like libcni, the first .conf, .conflist or
+    .json in name order ('' when ours comes first)."""
+    try:
+        names = sorted(n for n in os.listdir(conf_dir) if n.endswith((".conf", ".conflist", ".json")))
+    except OSError:
+        return ""
+    return names[0] if names and names[0] != name else ""
+
+
 def is_ours(path: Path) -> bool:
     """True if the file is a conflist whose plugins include vnet or vnet-ipam."""
     try:
@@ -191,4 +201,8 @@ class ConflistInstaller:
             log.error("%s", self.error)
             return
         log.info("conflist %s: %s (vnetd serves requests; the node can turn Ready)", path, outcome)
+        other = shadowed_by(self.conf_dir, self.name)
+        if other:
+            log.warning("%s sorts before %s in %s: the runtime uses that network, not vnet (remove it, "
+                        "or give --conflist-name a name that sorts first)", other, self.name, self.conf_dir)
         self.done.set()
