@@ -4,6 +4,8 @@ hung up, ADDs rolled back, lock waits ended, and the counters `vnetctl status` s
 from __future__ import annotations
 
 import json
+import os
+import threading
 import socket
 import time
 
@@ -139,3 +141,43 @@ def test_no_counter_file_is_written_on_the_ordinary_path(server):
         assert answer(srv, request(5))[0] == 0
     assert not (tmp / "vnetd-stats.json").exists()  # only start() and a miss write it
     assert stats.summary({"counts": {}, "started": time.time()}).startswith("no call failed")
+
+
+def test_an_add_whose_answer_cannot_be_delivered_is_undone_before_the_attachment_is_free(tmp_path):
+    """vnetd keeps the attachment locked until the answer is on the caller's socket: a retry
+    cannot see a result that is about to be undone."""
+    from vnetcni.dataplane.fake import FakeDataplane
+    from vnetcni.ipam.metadata import render_node
+    from vnetcni.ipam.plugin import IpamPlugin
+    from vnetcni.ipam.sources import FakeMetadataSource
+    from vnetcni.ipam.store import IpamStore
+    from vnetcni.plugins.endpoints import EndpointStore
+    from vnetcni.plugins.vnet import VnetPlugin
+    from vnetcni.state import attachments
+
+    xml = render_node("000D3A51C490", "10.240.0.0/16", "10.240.0.35", ["10.240.0.36", "10.240.0.37"])
+    dp = FakeDataplane()
+    dp.netns.add("/run/netns/x")
+    vnet = VnetPlugin(dataplane_factory=lambda _l: dp,
+                      ipam=IpamPlugin(source_factory=lambda cfg: FakeMetadataSource(xml)))
+    sd = str(tmp_path)
+    srv = Server(sd, lambda name: vnet if name == "vnet" else None)
+    conf = json.dumps({"cniVersion": "1.0.0", "name": "n", "type": "vnet", "stateDir": sd,
+                       "ipam": {"type": "vnet-ipam", "stateDir": sd}}).encode()
+    data = protocol.encode_request("vnet", ENV, conf, timeout=5)
+    lock = attachments.lock_path(os.path.join(sd, "locks"), "n", "c1", "eth0")
+
+    answer, served = srv._handle(data, None, None, None)
+    assert protocol.decode_response(answer)[1] == 0
+    assert len(IpamStore(sd).read().allocations) == 1
+    seen = []
+    t = threading.Thread(target=lambda: seen.append(locks.busy(lock)))
+    t.start()
+    t.join()
+    assert seen == [True]  # still locked: the answer is not delivered yet
+    try:
+        srv._undeliverable(*served)  # sendall failed: the runtime is gone
+    finally:
+        served[1].answered()
+    assert IpamStore(sd).read().allocations == {} and EndpointStore(sd).all() == {} and dp.hosts == {}
+    assert not locks.is_held(lock) and srv.stats.counts()["rolled_back"] == 1

@@ -10,6 +10,9 @@ ask two things:
   before answering): if the caller is gone or its deadline passed, it raises code 11 so the
   handler rolls back what it created instead of leaving an address allocated to a call the
   runtime saw fail.
+vnetd also keeps the attachment's lock until the answer is on the caller's socket
+(`hold_until_answered`), so an ADD whose answer cannot be delivered is undone before a retry of
+it can see its result.
 
 Outside a scope (a plugin run in-process by the runtime, which kills it on its own timeout)
 nothing is abandoned and lock waits use their default.
@@ -28,13 +31,23 @@ _local = threading.local()
 
 
 class Call:
-    __slots__ = ("deadline", "gone", "lock_timeout", "rolled_back")
+    __slots__ = ("deadline", "gone", "lock_timeout", "rolled_back", "until_answered")
 
-    def __init__(self, deadline: float | None, gone: Callable[[], bool] | None) -> None:
+    def __init__(self, deadline: float | None, gone: Callable[[], bool] | None,
+                 hold_until_answered: bool = False) -> None:
         self.deadline = deadline  # time.monotonic() value
         self.gone = gone
         self.lock_timeout = ""  # the lock whose wait ran out (for vnetd's counters)
         self.rolled_back = False
+        # Releases of the attachment locks, kept until the answer is delivered (None: released
+        # as the handler returns): see answered().
+        self.until_answered: list[Callable[[], None]] | None = [] if hold_until_answered else None
+
+    def answered(self) -> None:
+        """The answer was delivered (or undone): release what was kept for it, last first."""
+        releases, self.until_answered = self.until_answered or [], None
+        for release in reversed(releases):
+            release()
 
     def abandoned(self) -> str:
         """Why the caller no longer waits for this call ("" while it does)."""
@@ -46,8 +59,12 @@ class Call:
 
 
 @contextlib.contextmanager
-def scope(deadline: float | None, gone: Callable[[], bool] | None = None) -> Iterator[Call]:
-    call = Call(deadline, gone)
+def scope(deadline: float | None, gone: Callable[[], bool] | None = None,
+          hold_until_answered: bool = False) -> Iterator[Call]:
+    """hold_until_answered: the attachment locks the handler takes stay held (on this thread)
+    after it returns, until call.answered(): vnetd delivers the answer, or undoes an ADD whose
+    answer could not be delivered, before any other call for the attachment may start."""
+    call = Call(deadline, gone, hold_until_answered)
     outer = getattr(_local, "call", None)
     _local.call = call
     try:

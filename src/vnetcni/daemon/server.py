@@ -22,6 +22,7 @@ import select
 import socket
 import threading
 import time
+from dataclasses import replace
 from typing import Callable
 
 from ..cni import deadline, dispatch
@@ -162,13 +163,16 @@ class Server:
                     return
                 if not data:
                     return  # a liveness probe that connected and said nothing
-                answer, what = self._handle(data, fds, received, conn)
+                answer, served = self._handle(data, fds, received, conn)
                 try:
                     conn.sendall(answer)
                 except OSError:
-                    if what:  # the caller gave up before its answer was ready
-                        self.stats.count("unanswered", what)
+                    if served is not None:  # the caller gave up before its answer was ready
+                        self._undeliverable(*served)
                     raise
+                finally:
+                    if served is not None:
+                        served[1].answered()  # the attachment's lock is released only now
         except OSError as exc:
             log.warning("client connection failed: %s", exc)
         finally:
@@ -201,27 +205,43 @@ class Server:
         return dispatch.error_answer(err)[0]
 
     def _answer(self, data: bytes, fds: list[int] | None = None, received: float | None = None) -> bytes:
-        return self._handle(data, fds, received, None)[0]
+        answer, served = self._handle(data, fds, received, None)
+        if served is not None:
+            served[1].answered()
+        return answer
+
+    def _undeliverable(self, req: protocol.Request, call: deadline.Call, code: int, what: str) -> None:
+        """The caller hung up before its answer could be sent. An ADD that succeeded is undone
+        now, its attachment still locked: no retry has seen its result yet."""
+        if req.env.get("CNI_COMMAND") == "ADD" and code == 0:
+            out, undo = self._replay(replace(req, env={**req.env, "CNI_COMMAND": "DEL"}))
+            if undo != 0:
+                log.warning("could not undo %s after its caller left: %s", what, out[:300])
+            self.stats.count("rolled_back", what)
+        else:
+            self.stats.count("unanswered", what)
 
     def _handle(self, data: bytes, fds: list[int] | None, received: float | None,
-                conn: socket.socket | None) -> tuple[bytes, str]:
-        """(the answer, the call in a few words: "" when it was not served here)."""
+                conn: socket.socket | None) -> tuple[bytes, tuple | None]:
+        """(the answer, (request, call, exit code, the call in a few words) when a handler ran:
+        the caller must call call.answered() once the answer is delivered)."""
         started = time.perf_counter()
         try:
             req = protocol.decode_request(data, received)
         except protocol.ProtocolError as exc:
             log.warning("bad request: %s", exc)
-            return self._fallback("bad request"), ""
+            return self._fallback("bad request"), None
         if req.netns != self._netns:
-            return self._fallback("other network namespace"), ""  # the caller works in-process
+            return self._fallback("other network namespace"), None  # the caller works in-process
         if req.version == 1 and req.env.get("CNI_NETNS"):
-            return self._fallback("old front door"), ""  # it cannot pass the netns: in-process
+            return self._fallback("old front door"), None  # it cannot pass the netns: in-process
         plugin = self._handlers(req.plugin)
         if plugin is None:
-            return self._fallback("unknown plugin"), ""
+            return self._fallback("unknown plugin"), None
         what = f"{req.plugin} {req.env.get('CNI_COMMAND', '')} {req.env.get('CNI_CONTAINERID', '')[:64]}"
         gone = _hangup_probe(conn) if conn is not None else None
         missed = ""
+        call = deadline.Call(None, None)
         if req.expired() or (gone is not None and gone()):
             why = "its deadline had passed" if req.expired() else "its caller had hung up"
             out, code = self._error(req, CNIError(
@@ -240,8 +260,12 @@ class Server:
                 # committed in the last instant could reach a caller that has just given up.
                 commit_by = req.deadline - min(COMMIT_MARGIN, req.timeout / 10)
                 with nsutil.callers_netns(req.env.get("CNI_NETNS", ""), fd, error), \
-                        deadline.scope(commit_by, gone) as call:
-                    out, code = self.run(plugin, req)
+                        deadline.scope(commit_by, gone, hold_until_answered=True) as call:
+                    try:
+                        out, code = self.run(plugin, req)
+                    except BaseException:
+                        call.answered()
+                        raise
                 if call.rolled_back:
                     missed = "rolled_back"
                 elif code != 0 and call.lock_timeout:
@@ -253,7 +277,7 @@ class Server:
             if missed:
                 rec["deadline_missed"] = missed  # metrics: vnetd_deadline_misses
             self._on_request(rec)
-        return protocol.encode_response(code, out), what
+        return protocol.encode_response(code, out), (req, call, code, what)
 
     def run(self, plugin, req: protocol.Request) -> tuple[bytes, int]:
         """One request's verb through the warm handler: (stdout, exit code). req.deadline says

@@ -33,12 +33,17 @@ def exclusive(lock_dirs: Iterable[str], network: str, container_id: str, ifname:
     """Hold the attachment's lock in each lock directory (in the order given; re-entrant on this
     thread), waiting at most until the call's deadline."""
     what = f"attachment {network}/{container_id}/{ifname}"
-    until = deadline.wait_until()
+    call = deadline.current()
+    until = None if call is None else call.deadline
+    keep = None if call is None else call.until_answered  # vnetd: held until the answer is sent
     with contextlib.ExitStack() as stack:
         for sd in dict.fromkeys(lock_dirs):
-            stack.enter_context(locks.holding(lock_path(sd, network, container_id, ifname),
-                                              deadline=until, timeout=locks.DEFAULT_TIMEOUT,
-                                              purpose=what, transient=True))
+            release = locks.hold(lock_path(sd, network, container_id, ifname), deadline=until,
+                                 timeout=locks.DEFAULT_TIMEOUT, purpose=what, transient=True)
+            if keep is not None:
+                keep.append(release)
+            else:
+                stack.callback(release)
         yield
 
 

@@ -167,6 +167,23 @@ def holding(path: str, *, timeout: float | None = None, deadline: float | None =
             paths.discard(path)
 
 
+def hold(path: str, *, timeout: float | None = None, deadline: float | None = None,
+         purpose: str = "", transient: bool = False):
+    """Like holding(), for a lock whose release comes later: returns the function that releases
+    it (a no-op if this thread held it already). Until then the lock counts as held here."""
+    paths = _held_paths()
+    if path in paths:
+        return lambda: None
+    fd = acquire(path, timeout=timeout, deadline=deadline, purpose=purpose, transient=transient)
+    paths.add(path)
+
+    def release_it() -> None:
+        paths.discard(path)
+        release(path, fd, transient=transient)
+
+    return release_it
+
+
 def held_here(path: str) -> bool:
     """Whether this thread holds `path` through holding()."""
     return path in _held_paths()
