@@ -5,59 +5,13 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from support.cni import links, metadata_xml, run_plugin, wait_for
-from vnetcni.daemon.client import listening
-
-VNETD = str(Path(sys.executable).with_name("vnetd"))
-
-
-class Daemon:
-    def __init__(self, node: str, state_dir: str, log: str) -> None:
-        self.node, self.state_dir, self.log = node, state_dir, log
-        self.proc: subprocess.Popen | None = None
-
-    @property
-    def sock(self) -> str:
-        return os.path.join(self.state_dir, "vnetd.sock")
-
-    def start(self, *extra: str) -> "Daemon":
-        self.proc = subprocess.Popen(["ip", "netns", "exec", self.node, VNETD, "--state-dir", self.state_dir,
-                                      "--log-file", self.log, *extra], stderr=subprocess.PIPE)
-        wait_for(lambda: listening(self.sock) or self.proc.poll() is not None, what="vnetd socket")
-        assert self.proc.poll() is None, self.proc.stderr.read().decode()
-        return self
-
-    def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-        if self.proc:
-            self.proc.wait(10)
-            self.proc.stderr.close()
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self.proc:
-            self.proc.stderr.close()
-
-    def served(self) -> list[dict]:
-        if not os.path.exists(self.log):
-            return []
-        return [json.loads(line) for line in open(self.log) if line.strip()]
-
+from support.vnetd import VNETD, Daemon
 
 @pytest.fixture
 def daemons():
