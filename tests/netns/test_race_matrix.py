@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from support.cni import metadata_xml
+from support.cni import metadata_xml, wait_for
 from support.invariants import (CallLog, allocations, check_calls, endpoint_records, node_problems,
                                 node_veths, pod_addresses, write_report)
-from support.vnetd import Daemon, wait_for
+from support.vnetd import Daemon
 
 VNETD_TIMEOUT = 3.0  # vnetdTimeoutSeconds: how long a front door waits on vnetd
 # What a call may take: vnetd's deadline, or in-process the attachment lock's default wait (10 s)

@@ -13,6 +13,7 @@ import pytest
 from support.cni import links, metadata_xml, run_plugin, wait_for
 from support.vnetd import VNETD, Daemon
 
+
 @pytest.fixture
 def daemons():
     started: list[Daemon] = []
