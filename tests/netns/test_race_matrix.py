@@ -263,7 +263,11 @@ def fault_burst(node: Node, rng: random.Random, fault) -> tuple[list, list[str],
 
 def assert_failed_adds_left_nothing(node: Node, failed: list[str]) -> None:
     for cid in failed:
-        assert not node.traces(cid), f"ADD of {cid} failed, yet the node holds {node.traces(cid)}"
+        held = node.traces(cid)
+        if held:
+            calls = [(c.what, c.code, c.out, round(c.elapsed, 3)) for c in node.log.calls if cid in c.what]
+            served = [r for r in node.daemon.served() if r.get("container") == cid] if node.daemon else []
+            raise AssertionError(f"ADD of {cid} failed, yet the node holds {held}; calls {calls}; vnetd {served}")
 
 
 @pytest.mark.parametrize("round_", range(3))

@@ -14,6 +14,7 @@ counted (stats.py; `vnetctl status` and the metrics show them).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
@@ -170,6 +171,12 @@ class Server:
                     if served is not None:  # the caller gave up before its answer was ready
                         self._undeliverable(*served)
                     raise
+                else:
+                    # The end of the answer at once: a front door reads until EOF, and one that
+                    # had to wait for it (vnetd stopped before closing) would report a failure
+                    # for an ADD that stays done.
+                    with contextlib.suppress(OSError):
+                        conn.shutdown(socket.SHUT_WR)
                 finally:
                     if served is not None:
                         served[1].answered()  # the attachment's lock is released only now
