@@ -37,7 +37,7 @@ def dual_node(request, node_ns, tmp_path, state_dir):
     return node_ns, ipam, request.param
 
 
-@pytest.mark.parametrize("version", ["0.3.1", "1.1.0"])
+@pytest.mark.parametrize("version", ["0.3.1", "0.4.0", "1.0.0", "1.1.0"])
 def test_dual_stack_pods_talk_both_families(cni_bin, dual_node, pod_ns, state_dir, version):
     node, ipam, mode = dual_node
     conf = {"cniVersion": version, "name": "vntnet", "type": "vnet", "stateDir": state_dir, "ipam": ipam,
@@ -65,6 +65,15 @@ def test_dual_stack_pods_talk_both_families(cni_bin, dual_node, pod_ns, state_di
     node6 = "fd00:10:240::23" if mode == "transparent" else "fd00:10:240::1"
     assert ns_exec(pods[0][0], "ping", "-c1", "-W2", node6).returncode == 0  # pod -> node, IPv6
 
+    if mode == "transparent" and version >= "0.4.0":  # CHECK looks at the node's pin of the pod's IPv6
+        name, path, cid, _, six, out = pods[0]
+        host_if = out["interfaces"][0]["name"]
+        subprocess.run(["ip", "-n", node, "-6", "neigh", "del", six, "dev", host_if], check=True)
+        res = run_plugin(vnet, "CHECK", dict(conf, prevResult=out), node=node, container_id=cid, netns=path,
+                         cni_path=cni_bin)
+        assert res.out["code"] == 103 and f"does not pin {six}" in res.out["msg"], res
+        subprocess.run(["ip", "-n", node, "-6", "neigh", "replace", six, "lladdr", out["interfaces"][1]["mac"],
+                        "dev", host_if, "nud", "permanent"], check=True)
     for name, path, cid, _, _, out in pods:
         if version >= "0.4.0":
             assert run_plugin(vnet, "CHECK", dict(conf, prevResult=out), node=node, container_id=cid,

@@ -343,7 +343,9 @@ def test_dual_stack_transparent_mode(world, version):
     if version >= "0.4.0":
         assert call(plugin, "CHECK", sd, version=version, extra={**TRANSPARENT, "prevResult": res})[0] == 0
         del dp.pods[("/run/netns/p1", "eth0")].neighbours["fe80::1"]
+        dp.hosts[veth]["neighbours"].clear()
         code, err = call(plugin, "CHECK", sd, version=version, extra={**TRANSPARENT, "prevResult": res})
         assert code == 1 and "fe80::1 is not pinned" in err["msg"]
+        assert "does not pin fd00:10:240::24 to the pod's MAC" in err["msg"]
     assert call(plugin, "DEL", sd, version=version, netns="", extra=TRANSPARENT)[0] == 0
     assert not dp.hosts

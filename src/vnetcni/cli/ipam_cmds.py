@@ -96,6 +96,10 @@ def _print_pool(data: dict, wide: bool = False) -> None:
     else:
         console.print(f"pool {pool['subnet']} of NIC {pool['mac']}: gateway {pool['gateway']}, node address "
                       f"{pool['primary']}, {pool['size']} secondary addresses")
+        six = data.get("pool6")
+        if six:
+            console.print(f"dual-stack pool {six['subnet']}: gateway {six['gateway']}, node address "
+                          f"{six['primary']}, {six['size']} secondary addresses (a pod takes one of each family)")
         console.print(f"learned from {pool['source']} at {pool['fetchedAt']}; last attempt "
                       f"{refresh.get('lastAttempt') or '-'}; last error: {refresh.get('lastError') or '-'}")
     console.print(", ".join(f"{n} {s}" for s, n in counts.items()))

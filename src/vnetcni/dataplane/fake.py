@@ -50,7 +50,9 @@ class FakeDataplane:
         host_mac, pod_mac = next(self._macs), next(self._macs)
         host_routes = [f"{a.split('/')[0]}/{32 if ':' not in a else 128}" for a in spec.addresses] if spec.routed else []
         self.hosts[spec.host_ifname] = {"bridge": spec.bridge, "mac": host_mac, "netns": spec.netns,
-                                        "ifname": spec.ifname, "routes": host_routes}
+                                        "ifname": spec.ifname, "routes": host_routes,
+                                        "neighbours": {a.split("/")[0]: pod_mac for a in spec.addresses
+                                                       if ":" in a} if spec.routed else {}}
         self.pods[(spec.netns, spec.ifname)] = PodView(
             exists=True, mac=pod_mac, up=True, mtu=spec.mtu, addresses=list(spec.addresses),
             routes=[(dst, gw) for dst, gw in spec.routes],
@@ -91,4 +93,5 @@ class FakeDataplane:
         if host is None:
             return HostView(exists=False)
         return HostView(exists=True, master=host["bridge"], up=True, mac=host["mac"],
-                        routes=list(host["routes"]), hairpin=host.get("hairpin", bool(host["bridge"])))
+                        routes=list(host["routes"]), hairpin=host.get("hairpin", bool(host["bridge"])),
+                        neighbours=dict(host["neighbours"]))

@@ -356,8 +356,11 @@ class LinuxDataplane:
                   for r in self.ipr.get_routes(family=fam, table=254, oif=idx)
                   if r.get_attr("RTA_OIF") == idx]
         hairpin = link.get_nested("IFLA_LINKINFO", "IFLA_INFO_SLAVE_DATA", "IFLA_BRPORT_MODE")
+        neighbours = {n.get_attr("NDA_DST"): n.get_attr("NDA_LLADDR")
+                      for n in self.ipr.get_neighbours(family=socket.AF_INET6, ifindex=idx)
+                      if n["state"] & NUD_PERMANENT}
         return HostView(exists=True, master=master, up=bool(link["flags"] & 1),
-                        mac=link.get_attr("IFLA_ADDRESS"), routes=routes, hairpin=bool(hairpin))
+                        mac=link.get_attr("IFLA_ADDRESS"), routes=routes, neighbours=neighbours, hairpin=bool(hairpin))
 
 
 def _sysctl(path: str) -> int | None:

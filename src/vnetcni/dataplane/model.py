@@ -75,6 +75,7 @@ class HostView:
     up: bool = False
     mac: str = ""
     routes: list[str] = field(default_factory=list)  # node routes out of this link (dst CIDRs)
+    neighbours: dict[str, str] = field(default_factory=dict)  # permanent entries on it: address -> MAC
     hairpin: bool = False
 
 

@@ -438,6 +438,10 @@ class VnetPlugin:
                     ip = ipaddress.ip_interface(cidr).ip
                     if f"{ip}/{ip.max_prefixlen}" not in host.routes:
                         problems.append(f"the node has no route to {ip} through {record.host_ifname}")
+                    pinned = host.neighbours.get(str(ip), "")
+                    if ip.version == 6 and pinned.lower() != record.mac.lower():
+                        problems.append(f"the node does not pin {ip} to the pod's MAC {record.mac} "
+                                        f"on {record.host_ifname}")
             elif host.master != record.bridge:
                 problems.append(f"host interface {record.host_ifname} is not on bridge {record.bridge}")
             if not host.up:
