@@ -349,3 +349,17 @@ def test_dual_stack_transparent_mode(world, version):
         assert "does not pin fd00:10:240::24 to the pod's MAC" in err["msg"]
     assert call(plugin, "DEL", sd, version=version, netns="", extra=TRANSPARENT)[0] == 0
     assert not dp.hosts
+
+
+def test_vnetctl_install_writes_a_transparent_conflist(tmp_path):
+    from typer.testing import CliRunner
+
+    from vnetcni.cli.main import app
+
+    args = ["install", "--cni-bin-dir", str(tmp_path / "bin"), "--cni-conf-dir", str(tmp_path / "net.d"),
+            "--create-dirs", "--no-compile", "--prefix", str(tmp_path / "opt"), "--uplink", "eth0"]
+    res = CliRunner().invoke(app, [*args, "--mode", "transparent"])
+    assert res.exit_code == 0, res.output
+    main = json.loads((tmp_path / "net.d" / "10-vnet.conflist").read_text())["plugins"][0]
+    assert main["mode"] == "transparent" and "bridge" not in main and main["uplink"] == "eth0"
+    assert CliRunner().invoke(app, [*args, "--mode", "overlay"]).exit_code == 2

@@ -23,7 +23,10 @@ def install(
     bridge: str = typer.Option("azure0", "--bridge", help="Bridge name written into the conflist."),
     metadata_url: str = typer.Option("", "--metadata-url", help="metadataUrl for vnet-ipam (default: the platform's)."),
     metadata_file: str = typer.Option("", "--metadata-file", help="metadataFile for vnet-ipam, for nodes without a metadata service."),
-    uplink: str = typer.Option("", "--uplink", help="Interface to enslave to the bridge (the VNet NIC)."),
+    uplink: str = typer.Option("", "--uplink", help="Interface to enslave to the bridge (the VNet NIC); in "
+                               "transparent mode only the pods' MTU comes from it."),
+    mode: str = typer.Option("bridge", "--mode", help="vnet's mode in the conflist: bridge, or transparent "
+                             "(routed; the node must forward)."),
     network: str = typer.Option("vnet", "--network", help="Network name in the conflist."),
     cni_version: str = typer.Option("1.0.0", "--cni-version", help="cniVersion of the conflist (podman 4.3 needs <= 1.0.0)."),
     no_compile: bool = typer.Option(False, "--no-compile", help="Install the Python entries as front doors (no C client)."),
@@ -37,7 +40,11 @@ def install(
     copied into --prefix first, so they never run code from a user-owned checkout."""
     from ..plugins.install import default_conflist, install as do_install
 
-    conflist = default_conflist(network, bridge, state_dir, metadata_url, metadata_file, uplink, cni_version)
+    if mode not in ("bridge", "transparent"):
+        typer.echo(f"vnetctl install: --mode must be bridge or transparent, not {mode!r}", err=True)
+        raise typer.Exit(2)
+    conflist = default_conflist(network, bridge, state_dir, metadata_url, metadata_file, uplink, cni_version,
+                                mode=mode)
     try:
         if no_fallback and no_compile:
             raise RuntimeError("--no-fallback installs only compiled front doors: it cannot go with --no-compile")
