@@ -68,7 +68,8 @@ def test_reference_bridge_host_local_through_cri(node, report):
     data_dir = node.workdir / "host-local"
     node.write_conflist("10-ref.conflist", {"cniVersion": "1.0.0", "name": "vntref", "plugins": [
         {"type": "bridge", "bridge": "vntref0", "isGateway": True,
-         "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.99.0.0/24"}]], "dataDir": str(data_dir)}}]})
+         "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.99.0.0/24"}]], "dataDir": str(data_dir)}},
+        {"type": "portmap", "capabilities": {"portMappings": True}}]})  # the same chain as vnet's
     try:
         node.wait_network_ready(True)
         pods, latencies = [], []
@@ -361,19 +362,26 @@ def test_pods_get_pool_addresses_from_the_agent(node, agent, report):
 @needs_evidence_based_prune
 def test_agent_killed_and_restarted_with_pods_running(node, agent):
     """The agent container killed: pods keep connectivity; while it is down a new pod fails fast
-    with the code-11 message naming vnetd and nothing is half made; kubelet restarts it, state
-    survives, the next ADD works."""
+    with the code-11 message naming vnetd and nothing is half made, and a pod deleted then is
+    removed at once (its DEL is carried out when the agent is back: the address comes free);
+    kubelet restarts the agent, state survives, the next ADD works."""
     from support.cri import CRIError
 
     ds, _ = agent
     state = node.host / "var/run/vnet"
     pods = [node.busybox_pod(f"keep-{i}") for i in range(2)]
+    leaving = node.busybox_pod("leaving")
     try:
         ips = [p.ip for p in pods]
         os.kill(node.kubelet.pid(ds.pod, "vnetd"), 9)
         node.kubelet.wait_exit(ds.pod.containers["vnetd"], timeout=15)
         assert node.ping(pods[0], ips[1]) and node.ping(pods[1], "10.240.0.1")
-        assert len(node_state(state)[0]) == 2
+        assert len(node_state(state)[0]) == 3
+        start = time.monotonic()
+        node.kubelet.delete_pod(leaving)  # Stop + Remove: two DELs nobody serves right now
+        leaving_s = time.monotonic() - start
+        leaving = None
+        assert leaving_s < 15, leaving_s
         start = time.monotonic()
         with pytest.raises(CRIError) as err:
             node.busybox_pod("while-down", sandbox_timeout=30)
@@ -384,10 +392,12 @@ def test_agent_killed_and_restarted_with_pods_running(node, agent):
         answer = node.plugin("vnet", "ADD", json.loads(node.conflist_text())["plugins"][0], "vnt-probe-down")
         assert answer.code != 0 and answer.out["code"] == 11, answer
         assert len(node.cri.sandboxes()) == 3  # the two pods and the agent
-        assert len(node_state(state)[1]) == 2
+        assert len(node_state(state)[1]) == 3  # the deleted pod's address is not released yet
         node.kubelet.restart_container(ds.pod, "vnetd")
         node.kubelet.wait_ready(ds.pod, 60)
-        assert len(node_state(state)[0]) == 2, node.kubelet.logs(ds.pod, "vnetd")
+        eps, allocs = node_state(state)
+        assert len(eps) == 2, node.kubelet.logs(ds.pod, "vnetd")  # the running pods' records survive
+        assert sorted(a["address"].split("/")[0] for a in allocs.values()) == sorted(ips), allocs  # the DEL was carried out
         pods.append(node.busybox_pod("after-restart"))
         assert pods[-1].ip in POOL and served_ok(node, ds.pod, pods[-1].sandbox_id)
         assert node.ping(pods[-1], ips[0])
@@ -395,7 +405,7 @@ def test_agent_killed_and_restarted_with_pods_running(node, agent):
         if not node.kubelet.running(ds.pod, "vnetd"):  # the next scenario needs its agent
             node.kubelet.restart_container(ds.pod, "vnetd")
             node.kubelet.wait_ready(ds.pod, 60)
-        for pod in pods:
+        for pod in pods + ([leaving] if leaving else []):
             node.kubelet.delete_pod(pod)
     assert node_state(state) == ({}, {})
 
