@@ -196,16 +196,6 @@ def test_vnet_through_vnetd_on_the_node(node, report, tmp_path):
 
 # --- the DaemonSet from deploy/, run by the kubelet stand-in ---------------------------------
 
-# The agent runs in its own mount namespace: a sandbox's netns path means nothing there. vnetd's
-# start-up reconciliation used to take "cannot see the netns" for "the pod is gone" and pruned the
-# endpoints of running pods on every agent restart or upgrade. Expected to fail, strictly, until
-# reconciliation prunes only on positive evidence (issue 11 #2); the marker then turns itself off.
-RECONCILE = Path(__file__).resolve().parents[2] / "src/vnetcni/plugins/reconcile.py"
-needs_evidence_based_prune = pytest.mark.xfail(
-    "positive evidence" not in RECONCILE.read_text(), strict=True,
-    reason="vnetd's start-up reconciliation prunes running pods it cannot see from its container (issue 11 #2)")
-
-
 @pytest.fixture(scope="module")
 def agent_images(node):
     """The image built from this checkout (scripts/build-image.sh, cached) imported into the node's
@@ -359,7 +349,6 @@ def test_pods_get_pool_addresses_from_the_agent(node, agent, report):
     assert node.sandbox_netns() == []
 
 
-@needs_evidence_based_prune
 def test_agent_killed_and_restarted_with_pods_running(node, agent):
     """The agent container killed: pods keep connectivity; while it is down a new pod fails fast
     with the code-11 message naming vnetd and nothing is half made, and a pod deleted then is
@@ -410,7 +399,6 @@ def test_agent_killed_and_restarted_with_pods_running(node, agent):
     assert node_state(state) == ({}, {})
 
 
-@needs_evidence_based_prune
 def test_upgrade_to_a_second_tag_keeps_every_address(node, agent, report):
     """RollingUpdate to a second image tag with pods running: the old agent goes (grace period),
     the new one comes; no pod loses its address or connectivity; new pods work."""
