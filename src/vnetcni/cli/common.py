@@ -91,6 +91,15 @@ def guarded(body: Callable[[], Optional[int]]) -> None:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         raise typer.Exit(130) from None
+    except BrokenPipeError:
+        # `vnetctl … | head`: the reader is gone; leave quietly, as a SIGPIPE'd tool does (128+13)
+        import os
+
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except OSError:
+            pass
+        raise typer.Exit(141) from None
     except Exception as exc:  # noqa: BLE001 - the operator gets a sentence, not a traceback
         message, hint, code = _classify(exc)
         error(message, hint, code)

@@ -42,7 +42,7 @@ def _need_root(what: str) -> None:
 
 
 def _progress_console():
-    return console(stderr=True)
+    return console(stderr=True, pipe_width=120)  # log lines are padded to the width
 
 
 # --- fabric ---------------------------------------------------------------------------------

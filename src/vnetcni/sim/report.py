@@ -97,21 +97,22 @@ def print_status(console, data: dict, wide: bool = False) -> None:
         console.print(f"[red]  {escape(problem)}[/]")
     if not data["healthy"]:
         console.print(f"`vnetctl fabric repair --fabric {name}` restarts what is down and keeps the pods")
-    cols = ["node", "eth0", "MAC", "secondaries", "pods", "pool used/free", "fabric in/out", "spoofed", "vnetd"]
+    cols = ["node", "eth0", "pods", "pool used/free", "fabric in/out", "vnetd"]
     if wide:
-        cols += ["metadata", "netns", "state dir"]
+        cols += ["MAC", "secondaries", "spoofed", "metadata", "netns", "state dir"]
     rows = []
     for n in data["nodes"]:
         c = data["counters"].get(n["name"], {})
         vnetd = {None: "-", True: "listening", False: "DOWN"}[n["vnetdListening"]]
-        row = [n["name"], n["primary"], n["mac"], n["secondaries"], f"{n['pods']}/{n['capacity']}",
-               _pool_text(n["pool"]), f"{c.get('ipv4_from', '-')}/{c.get('ipv4_to', '-')}",
-               str(c.get("spoofed_from", "-")), vnetd]
+        row = [n["name"], n["primary"], f"{n['pods']}/{n['capacity']}", _pool_text(n["pool"]),
+               f"{c.get('ipv4_from', '-')}/{c.get('ipv4_to', '-')}", vnetd]
         if wide:
-            row += [n["metadata"], n["netns"], n["stateDir"]]
+            row += [n["mac"], n["secondaries"], str(c.get("spoofed_from", "-")), n["metadata"], n["netns"],
+                    n["stateDir"]]
         rows.append(row)
     table("nodes", cols, rows, ["" if n["healthy"] else "red" for n in data["nodes"]])
-    console.print("fabric in/out: unicast IPv4 packets between the node and the fabric")
+    console.print("fabric in/out: unicast IPv4 packets between the node and the fabric"
+                  + ("" if wide else "; -o wide: MACs, secondaries, spoofed, metadata, paths"))
     if data.get("metricsPort"):
         console.print(f"vnetd metrics on every node: http://<node eth0>:{data['metricsPort']}/metrics "
                       f"(e.g. ip netns exec {data['nodes'][0]['netns']} curl -s "
