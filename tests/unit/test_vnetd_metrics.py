@@ -87,7 +87,7 @@ def test_exposition_follows_prometheus_conventions(tmp_path):
     failures = fams["vnetd_metadata_refresh_failures"].samples
     assert [(s.labels, s.value) for s in failures] == [({"state_dir": str(tmp_path)}, 0)]
     assert not [n for n in fams if n.startswith("vnetd_") and not
-                (n.endswith(("_seconds", "_addresses", "_in_use")) or fams[n].type == "counter")], \
+                (n.endswith(("_seconds", "_addresses", "_in_use", "_requests")) or fams[n].type == "counter")], \
         "every vnetd series carries its unit or is a counter"
 
 
@@ -108,6 +108,7 @@ def test_pool_gauges_come_from_the_state_at_start(tmp_path):
     assert [(s.labels, s.value) for s in fams["vnetd_pool_addresses_in_use"].samples] == [(label, 1)]
     assert fams["vnetd_metadata_refresh_age_seconds"].samples[0].value >= 0
     assert IpamStore(str(tmp_path)).read().pool is not None
+    assert [(s.labels, s.value) for s in fams["vnetd_pending_delete_requests"].samples] == [(label, 0)]
 
 
 def _add(conf: dict) -> None:

@@ -104,6 +104,8 @@ class _PoolCollector:
 
         from ..ipam.allocator import usage
         from ..ipam.store import IpamStore
+        from ..node.layout import NodeLayout
+        from .pending import count as pending_count
 
         size = GaugeMetricFamily("vnetd_pool_addresses", "Secondary addresses in the node's pool",
                                  labels=["state_dir"])
@@ -114,6 +116,9 @@ class _PoolCollector:
                                 labels=["state_dir"])
         failures = CounterMetricFamily("vnetd_metadata_refresh_failures",
                                        "Failed metadata refreshes since vnetd started", labels=["state_dir"])
+        pending = GaugeMetricFamily("vnetd_pending_delete_requests",
+                                    "DELs a no-fallback front door recorded while vnetd was unreachable, "
+                                    "not carried out yet", labels=["state_dir"])
         failed_by_dir = {}
         for t in self._refresher.tracked():
             failed_by_dir[t.cfg.state_dir] = failed_by_dir.get(t.cfg.state_dir, 0) + t.total_failures
@@ -121,6 +126,10 @@ class _PoolCollector:
             failed_by_dir.setdefault(sd, 0)
         for sd in sorted(failed_by_dir):
             failures.add_metric([sd], failed_by_dir[sd])
+            try:
+                pending.add_metric([sd], pending_count(NodeLayout(sd)))
+            except (OSError, ValueError):
+                pass
             try:
                 state = IpamStore(sd).read()
             except Exception:
@@ -132,4 +141,4 @@ class _PoolCollector:
             in_use.add_metric([sd], held)
             if state.fetched_at is not None:
                 age.add_metric([sd], max(0.0, time.time() - state.fetched_at))
-        yield from (size, in_use, age, failures)
+        yield from (size, in_use, age, failures, pending)
