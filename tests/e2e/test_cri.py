@@ -8,6 +8,7 @@ import ipaddress
 import threading
 import json
 import os
+import signal
 import statistics
 import time
 from pathlib import Path
@@ -54,6 +55,21 @@ def timed(fn, *args, **kw):
     return out, (time.perf_counter() - start) * 1000
 
 
+def sandbox_latencies(node, label: str, check=None) -> list[float]:
+    """RunPodSandbox alone (what the network adds to a pod start), SAMPLES times, each sandbox
+    stopped and removed before the next; `check(sandbox_id)` runs on each while it exists."""
+    out = []
+    for i in range(SAMPLES):
+        cfg = node.kubelet.sandbox_config(f"{label}-sb-{i}", "default", f"uid-{label}-{i}", {})
+        sid, ms = timed(node.cri.run_sandbox, cfg)
+        out.append(ms)
+        if check is not None:
+            check(sid)
+        node.cri.stop_sandbox(sid)
+        node.cri.remove_sandbox(sid)
+    return out
+
+
 def ms_summary(samples: list[float]) -> str:
     s = sorted(samples)
     return f"median {statistics.median(s):.0f} ms, min {s[0]:.0f}, max {s[-1]:.0f} (n={len(s)})"
@@ -82,13 +98,7 @@ def test_reference_bridge_host_local_through_cri(node, report):
         assert node.ping(pods[0], "10.99.0.1")
         assert node.ping(pods[0], pods[1].ip)
         assert node.ping(pods[3], pods[2].ip)
-        sandbox_ms = []
-        for i in range(SAMPLES):  # RunPodSandbox alone: what the network adds to a pod start
-            cfg = node.kubelet.sandbox_config(f"ref-sb-{i}", "default", f"uid-ref-{i}", {})
-            sid, ms = timed(node.cri.run_sandbox, cfg)
-            sandbox_ms.append(ms)
-            node.cri.stop_sandbox(sid)
-            node.cri.remove_sandbox(sid)
+        sandbox_ms = sandbox_latencies(node, "ref")
         report(f"reference bridge+host-local: pod start (sandbox + busybox container) {ms_summary(latencies)}")
         report(f"reference bridge+host-local: RunPodSandbox {ms_summary(sandbox_ms)}")
         for pod in pods:
@@ -150,13 +160,7 @@ def test_vnet_through_vnetd_on_the_node(node, report, tmp_path):
         assert node.ping(pods[0], "10.240.0.1")  # the gateway: the node's bridge
         assert node.ping(pods[0], ips[1]) and node.ping(pods[2], ips[0])
 
-        sandbox_ms = []
-        for i in range(SAMPLES):
-            cfg = node.kubelet.sandbox_config(f"vnet-sb-{i}", "default", f"uid-vnet-{i}", {})
-            sid, ms = timed(node.cri.run_sandbox, cfg)
-            sandbox_ms.append(ms)
-            node.cri.stop_sandbox(sid)
-            node.cri.remove_sandbox(sid)
+        sandbox_ms = sandbox_latencies(node, "vnet")
         report(f"vnet via vnetd (on the node): RunPodSandbox {ms_summary(sandbox_ms)}")
 
         # the pool holds five: two more fit, the sixth gets the clear exhaustion error
@@ -321,14 +325,10 @@ def test_pods_get_pool_addresses_from_the_agent(node, agent, report):
     try:
         for i in range(3):
             pods.append(node.busybox_pod(f"app-{i}"))
-        sandbox_ms = []
-        for i in range(SAMPLES):
-            cfg = node.kubelet.sandbox_config(f"ds-sb-{i}", "default", f"uid-ds-{i}", {})
-            sid, ms = timed(node.cri.run_sandbox, cfg)
-            sandbox_ms.append(ms)
+        def served_by_the_agent(sid):
             assert served_ok(node, ds.pod, sid)
-            node.cri.stop_sandbox(sid)
-            node.cri.remove_sandbox(sid)
+
+        sandbox_ms = sandbox_latencies(node, "ds", served_by_the_agent)
         report(f"vnet via vnetd (DaemonSet container): RunPodSandbox {ms_summary(sandbox_ms)}")
         ips = [p.ip for p in pods]
         assert len(set(ips)) == 3 and set(ips) <= set(POOL), ips
@@ -396,6 +396,49 @@ def test_agent_killed_and_restarted_with_pods_running(node, agent):
             node.kubelet.wait_ready(ds.pod, 60)
         for pod in pods + ([leaving] if leaving else []):
             node.kubelet.delete_pod(pod)
+    assert node_state(state) == ({}, {})
+
+
+def test_liveness_probe_catches_a_hung_agent(node, agent):
+    """vnetd stopped (SIGSTOP: the process exists, the socket does not answer): an ADD fails within
+    the front door's deadline with code 11 instead of hanging the pod start; the DaemonSet's
+    liveness probe fails; kubelet's restart brings the agent back with the pods intact."""
+    from support.cri import CRIError
+
+    ds, _ = agent
+    state = node.host / "var/run/vnet"
+    pod = node.busybox_pod("steady")
+    pid = node.kubelet.pid(ds.pod, "vnetd")
+    try:
+        os.kill(pid, signal.SIGSTOP)
+        start = time.monotonic()
+        assert not node.kubelet.probe(ds.pod, "vnetd", "livenessProbe")
+        probe_s = time.monotonic() - start
+        start = time.monotonic()
+        with pytest.raises(CRIError) as err:
+            node.busybox_pod("while-hung", sandbox_timeout=60)
+        hung_s = time.monotonic() - start
+        assert hung_s < 20, hung_s
+        assert "vnetd" in err.value.details, err.value.details
+        assert node.ping(pod, "10.240.0.1")  # the dataplane does not need the agent
+        # kubelet restarts a container whose liveness probe keeps failing (the stand-in kills at
+        # once: a stopped process would sit out the whole grace period)
+        node.kubelet.restart_container(ds.pod, "vnetd")
+        node.kubelet.wait_ready(ds.pod, 60)
+        assert [e["ips"][0].split("/")[0] for e in node_state(state)[0].values()] == [pod.ip]
+        again = node.busybox_pod("after-hang")
+        assert served_ok(node, ds.pod, again.sandbox_id) and node.ping(again, pod.ip)
+        node.kubelet.delete_pod(again)
+        assert probe_s < 10, probe_s
+    finally:
+        try:
+            os.kill(pid, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+        if not node.kubelet.running(ds.pod, "vnetd"):
+            node.kubelet.restart_container(ds.pod, "vnetd")
+            node.kubelet.wait_ready(ds.pod, 60)
+        node.kubelet.delete_pod(pod)
     assert node_state(state) == ({}, {})
 
 
