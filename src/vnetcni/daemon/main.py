@@ -88,11 +88,19 @@ def _instance_lock(state_dir: str) -> str:
 
 
 def _single_instance(state_dir: str) -> int | None:
-    """The descriptor holding vnetd's instance lock, or None when another vnetd holds it."""
-    from ..state.locks import try_acquire
+    """The descriptor holding vnetd's instance lock, or None when another vnetd holds it.
+    Opened read-only (flock needs no write access): a vnetd holds nothing open for writing in
+    the state directory, so it never keeps it from being remounted read-only."""
+    import fcntl
 
     NodeLayout(state_dir).ensure()
-    return try_acquire(_instance_lock(state_dir))
+    fd = os.open(_instance_lock(state_dir), os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
 
 
 def _reconcile(state_dir: str, log) -> None:

@@ -1,9 +1,10 @@
 """A versioned JSON document on disk, changed only under a kernel flock.
 
 Writes go to a temporary file that is fsynced and renamed over the old one, then the directory
-is fsynced: a reader sees the old document or the new one, never half of either. An empty
-(or whitespace-only) file is an empty document. An unreadable one (NUL bytes, bad JSON, another
-schema) raises CorruptState, so the caller fails safe with a clear error instead of handing out
+is fsynced: a reader sees the old document or the new one, never half of either. A missing file
+is an empty document. An unreadable one (NUL bytes, bad JSON, another schema, and an empty or
+whitespace-only file: these writes never leave one, so it was truncated, and taking it for "no
+allocations" would hand out every live pod's address again) raises CorruptState, so the caller fails safe with a clear error instead of handing out
 addresses twice. Reads have no side effects: only a caller that writes (under the lock) moves an
 unreadable file aside, to a name no other corrupt file has (`<name>.corrupt-<time>-<pid>[-n]`,
 never deleted, never overwritten).
@@ -155,6 +156,8 @@ class DurableDocument:
     def _decode(self, raw: bytes) -> tuple[dict | None, str]:
         """(document, "") or (None, why it is unreadable); the JSON is parsed once. Subclasses
         may add checks of the body's shape (call this first)."""
+        if not raw.strip():
+            return None, "it is empty (never written so: truncated)"
         if b"\x00" in raw:
             return None, "it holds NUL bytes"
         try:
@@ -169,8 +172,6 @@ class DurableDocument:
 
     def _parse(self, raw: bytes) -> dict:
         """Parse under the lock; an unreadable file is moved aside (only a lock holder may move it)."""
-        if not raw.strip():
-            return self._new()
         doc, why = self._decode(raw)
         if why:
             self._move_aside(why)
@@ -193,7 +194,7 @@ class DurableDocument:
         """The current document (a lock-free snapshot: renames are atomic). No side effects:
         an unreadable file raises CorruptState and stays where it is."""
         raw = self._read_raw()
-        if raw is None or not raw.strip():
+        if raw is None:
             return self._new()
         doc, why = self._decode(raw)
         if why:
@@ -223,7 +224,7 @@ class DurableDocument:
         with self.locked():
             raw = self._read_raw()
             doc = self._new() if raw is None else self._parse(raw)
-            before = self._encode(self._new()) if raw is None or not raw.strip() else raw
+            before = self._encode(self._new()) if raw is None else raw
             yield doc
             data = self._encode(doc)
             if data != before:  # files are always written in this encoding: same bytes, same document
@@ -247,7 +248,7 @@ class DurableDocument:
         with self.locked():
             raw = self._read_raw()
             doc = self._new() if raw is None else self._parse(raw)
-            before = self._encode(self._new()) if raw is None or not raw.strip() else raw
+            before = self._encode(self._new()) if raw is None else raw
             obj = self._load(doc)
             done: list[_Pending] = []
             for item in batch:
