@@ -47,9 +47,13 @@ def attach(sd, dp, cid: str, ip: str, netns: str, veth: bool = True, **extra) ->
     EndpointStore(sd).put(rec)
     IpamStore(sd).apply(lambda st: st.allocations.__setitem__(
         f"vntnet/{cid}/eth0", Allocation(ip, "10.240.0.1", "vntnet", cid, "eth0", NOW - 100)))
-    if veth:
-        dp.hosts[rec.host_ifname] = {"bridge": "azure0", "mac": "02:00:00:00:00:01", "netns": netns, "ifname": "eth0",
-                                     "routes": []}
+    if veth:  # the pod's veth, made as the fake dataplane makes one
+        from vnetcni.dataplane.model import PodLinkSpec
+
+        dp.netns.add(netns)
+        dp.create_pod_link(PodLinkSpec(netns=netns, ifname="eth0", host_ifname=rec.host_ifname, bridge="azure0",
+                                       mtu=1500, addresses=(ip,), routes=()))
+        dp.netns.discard(netns)  # the fake's netns set is the pod's, not what the reconciler sees
     return rec
 
 
