@@ -80,6 +80,16 @@ def test_node_commands_inside_a_node_need_no_flags(sim):
     assert len([line for line in endpoints.stdout.splitlines() if "default/web-" in line]) == 2
     node2 = json.loads(sim.in_node("node2", "endpoints", "-o", "json").stdout)
     assert [e["pod_name"] for e in node2] == ["web-3"]
+    # trace from inside the node, no flags: the node's fabric is known, so every hop is watched
+    require_tool("tcpdump")
+    web3 = next(p for p in json.loads(sim.cli("pod", "list", "--fabric", sim.name, "-o", "json").stdout)
+                if p["pod"] == "default/web-3")
+    ping = sim.in_node("node1", "trace", "web-1", "--to", web3["address"], "-o", "json")
+    assert ping.returncode == 0, ping.stderr
+    report = json.loads(ping.stdout)
+    assert report["status"] == "delivered" and len(report["hops"]) == 8
+    closed = sim.in_node("node1", "trace", "web-1", "--to", f"{web3['address']}:8080")
+    assert closed.returncode == 9 and "nothing listens on :8080" in closed.stdout and "R RST" in closed.stdout
     # the node's own /etc/cni/net.d, as `ip netns exec` mounts it
     conf = subprocess.run(["ip", "netns", "exec", node1.netns, "ls", "/etc/cni/net.d"], capture_output=True,
                           text=True, check=True)

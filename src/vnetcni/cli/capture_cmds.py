@@ -25,23 +25,33 @@ CONF_DIR_OPTION = typer.Option(None, "--cni-conf-dir", help="Where to look for t
                                "(default /etc/cni/net.d).")
 
 
-def _node_state(state_dir: Optional[str], cni_conf_dir: Optional[str], node: Optional[str],
-                fabric: Optional[str]) -> Optional[str]:
-    """The state directory to look for the pod in, found as the node commands find it (said on
-    stderr). Without any vnet node here the pod is still found through its network namespace."""
+def _where(state_dir: Optional[str], cni_conf_dir: Optional[str], node: Optional[str],
+           fabric: Optional[str]) -> tuple[Optional[str], Optional[str], Optional[str]]:
+    """(state dir, node, fabric) to look for the pod with, found as the node commands find their
+    node (said on stderr). Inside a simulated node that is the node of its fabric; without any
+    vnet node here the pod is still found through its network namespace."""
     if node or fabric:
-        return state_dir
+        return state_dir, node, fabric
     from .node_cmds import locate
 
     if state_dir or cni_conf_dir:
-        return locate(state_dir, cni_conf_dir).state_dir
+        return locate(state_dir, cni_conf_dir).state_dir, None, None
     from .common import CliError
 
     try:
-        return locate(None, None).state_dir
+        found = locate(None, None)
     except CliError as exc:
         say(f"{exc.message}; looking for the pod through its network namespace")
-        return None
+        return None, None, None
+    if found.fabric:
+        return None, found.node, found.fabric
+    return found.state_dir, None, None
+
+
+def _ordered(where: tuple) -> tuple:
+    """find_pod's argument order: (node, fabric, state dir)."""
+    state, node_name, fabric_name = where
+    return node_name, fabric_name, state
 
 
 def _open_output(output: Optional[str], pod_name: str) -> tuple[int, str, bool]:
@@ -99,7 +109,7 @@ def capture(
         # running simulated VNet's node namespaces or discover it through its netns.
         tools.require_privileges(enter_namespaces=True)
         tools.check_filter(bpf_filter)
-        found, _ = find_pod(pod, namespace, node, fabric, _node_state(state_dir, cni_conf_dir, node, fabric))
+        found, _ = find_pod(pod, namespace, *_ordered(_where(state_dir, cni_conf_dir, node, fabric)))
         for note in found.notes:
             _say(note)
         _say(f"pod {found.name}: host interface {found.host.host_if} found by {found.method} "
@@ -222,7 +232,7 @@ def trace(
         address, port = _parse_to(to)
         tools.tcpdump_path()
         tools.require_privileges(enter_namespaces=True)
-        source, fab = find_pod(pod, namespace, node, fabric, _node_state(state_dir, cni_conf_dir, node, fabric))
+        source, fab = find_pod(pod, namespace, *_ordered(_where(state_dir, cni_conf_dir, node, fabric)))
         for note in source.notes:
             _say(note)
         _say(f"pod {source.name}: host interface {source.host.host_if} found by {source.method}")

@@ -39,6 +39,8 @@ class NodeNotFound(LookupError):
 class FoundNode:
     layout: NodeLayout
     source: str          # what was read to find it, for the operator
+    fabric: str = ""     # a simulated node: its fabric and node names
+    node: str = ""
 
     @property
     def state_dir(self) -> str:
@@ -113,8 +115,8 @@ def from_simulated_node() -> FoundNode | None:
             found = from_conf_dir(os.path.dirname(node.conflist)) if os.path.exists(node.conflist) else None
             where = f"simulated node {node.name} of fabric {rec.name}"
             if found is not None:
-                return FoundNode(found.layout, f"{where}, {found.source}")
-            return FoundNode(NodeLayout(node.stateDir), where)
+                return FoundNode(found.layout, f"{where}, {found.source}", rec.name, node.name)
+            return FoundNode(NodeLayout(node.stateDir), where, rec.name, node.name)
     return None
 
 
