@@ -41,8 +41,9 @@ def install(
     from ..plugins.install import default_conflist, install as do_install
 
     if mode not in ("bridge", "transparent"):
-        typer.echo(f"vnetctl install: --mode must be bridge or transparent, not {mode!r}", err=True)
-        raise typer.Exit(2)
+        from .common import EXIT_BAD_INPUT, error
+
+        error(f"--mode must be bridge or transparent, not {mode!r}", code=EXIT_BAD_INPUT)
     conflist = default_conflist(network, bridge, state_dir, metadata_url, metadata_file, uplink, cni_version,
                                 mode=mode)
     try:
