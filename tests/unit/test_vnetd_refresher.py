@@ -122,3 +122,21 @@ def _scrape(metrics) -> str:
     from prometheus_client import generate_latest
 
     return generate_latest(metrics.registry).decode()
+
+
+def test_a_metrics_scrape_never_moves_a_corrupt_state_aside(tmp_path):
+    """Reads have no side effects: scraping (or `vnetctl status`) leaves the evidence in place."""
+    from vnetcni.daemon.metrics import Metrics
+
+    sd = str(tmp_path)
+    refresher = PoolRefresher(clock=Clock(), source_factory=lambda cfg: FakeMetadataSource(XML))
+    refresher.observe(IpamConfig.from_sections({"type": "vnet-ipam", "stateDir": sd}))
+    refresher.refresh_due()
+    path = os.path.join(sd, "ipam.json")
+    with open(path, "wb") as f:
+        f.write(b"\x00corrupt")
+    metrics = Metrics(refresher, [sd])
+    for _ in range(3):
+        _scrape(metrics)
+    assert open(path, "rb").read() == b"\x00corrupt"
+    assert not [n for n in os.listdir(sd) if ".corrupt-" in n]
