@@ -11,11 +11,13 @@ import uuid
 
 import pytest
 
+from support import resources
 from conftest import require_tool
 
 VNETCTL = os.path.join(os.path.dirname(sys.executable), "vnetctl")
-# `vnt`: the harness sweeps leftovers by that prefix (see tests/netns/test_fabric_topology.py).
-PREFIX = os.environ.get("VNET_SIM_TEST_PREFIX", "vnt")
+# vnt<pid>: the harness sweeps leftovers by that prefix, and a concurrent test session's sweep
+# leaves this live session's fabric alone (a bare `vnt` fabric was swept away mid-test).
+PREFIX = os.environ.get("VNET_SIM_TEST_PREFIX", resources.OWNER)
 
 
 @pytest.fixture

@@ -13,14 +13,15 @@ import uuid
 
 import pytest
 
+from support import resources
 from conftest import require_tool
 from vnetcni.sim import enforcement, fabric, inventory, kernel, model, naming, processes, services
 from vnetcni.sim.errors import SimError
 
 VNETCTL = os.path.join(os.path.dirname(sys.executable), "vnetctl")
-# `vnt`: the harness sweeps leftovers by that prefix. (A developer may pick another one so that a
-# colleague's concurrent test session does not sweep this one's fabric away mid-test.)
-PREFIX = os.environ.get("VNET_SIM_TEST_PREFIX", "vnt")
+# vnt<pid>: the harness sweeps leftovers by that prefix, and a concurrent test session's sweep
+# leaves this live session's fabric alone (a bare `vnt` fabric was swept away mid-test).
+PREFIX = os.environ.get("VNET_SIM_TEST_PREFIX", resources.OWNER)
 
 
 @pytest.fixture
