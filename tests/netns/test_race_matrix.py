@@ -141,6 +141,9 @@ class Node:
         assert not problems, "\n".join(problems)
         assert allocations(self.sd) == {} and endpoint_records(self.sd) == {}, "left after every DEL"
         assert node_veths(self.name) == set()
+        lock_dir = os.path.join(self.sd, "locks")
+        left = [n for n in os.listdir(lock_dir) if n.startswith("attachment-")] if os.path.isdir(lock_dir) else []
+        assert not left, f"attachment lock files left behind: {left}"
 
 
 @pytest.fixture

@@ -198,3 +198,15 @@ def test_vnet_ipam_alone_serialises_and_rolls_back_only_what_it_created(tmp_path
     with deadline.scope(time.monotonic() + 30, gone=lambda: True):
         assert ipam.add(inv, c).ips[0].address == first  # it existed: kept
     assert allocations(sd) == {"c1": first}
+
+
+def test_sweep_removes_only_lock_files_nobody_holds(tmp_path):
+    lock_dir = str(tmp_path / "locks")
+    stale = attachments.lock_path(lock_dir, "n", "dead", "eth0")
+    live = attachments.lock_path(lock_dir, "n", "busy", "eth0")
+    os.makedirs(lock_dir)
+    open(stale, "w").close()  # what a killed holder leaves
+    with locks.flocked(live, transient=True):
+        assert attachments.sweep(lock_dir) == 1
+        assert not os.path.exists(stale) and os.path.exists(live)
+    assert attachments.sweep(lock_dir) == 0 and os.listdir(lock_dir) == []

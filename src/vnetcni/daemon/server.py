@@ -31,6 +31,7 @@ from ..cni.errors import DECODE_FAILURE, TRY_AGAIN_LATER, CNIError
 from ..cni.invocation import MAX_STDIN_BYTES
 from ..dataplane import netns as nsutil
 from ..node.layout import NodeLayout
+from ..state import attachments
 from . import protocol
 from .pending import PendingDeletes
 from .stats import DeadlineStats
@@ -113,6 +114,9 @@ class Server:
         if done:
             log.info("carried out %d DEL(s) recorded while vnetd was not answering", done)
         self._sock = bind_socket(self.socket_path)
+        stale = attachments.sweep(self.layout.lock_dir)  # left by a killed vnetd or plugin
+        if stale:
+            log.info("removed %d attachment lock file(s) nobody held", stale)
         self.stats.start()
         self.pending.run_periodically(self._stopping)
         self._sock.settimeout(0.5)  # workers look at the stop flag twice a second

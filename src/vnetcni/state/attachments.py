@@ -63,3 +63,25 @@ def unless_busy(lock_dir: str, network: str, container_id: str, ifname: str) -> 
 def busy(lock_dir: str, network: str, container_id: str, ifname: str) -> bool:
     """Whether another call (thread or process) holds the attachment now. Reads only."""
     return locks.busy(lock_path(lock_dir, network, container_id, ifname))
+
+
+def sweep(lock_dir: str) -> int:
+    """Remove the lock files a killed holder left (nobody holds them); returns how many. Each
+    is taken (without waiting) and released like any transient lock, so a call starting at the
+    same time is never confused."""
+    try:
+        names = [n for n in os.listdir(lock_dir) if n.startswith("attachment-") and n.endswith(".lock")]
+    except FileNotFoundError:
+        return 0
+    removed = 0
+    for name in names:
+        path = os.path.join(lock_dir, name)
+        try:
+            fd = locks.acquire(path, timeout=0, transient=True)
+        except locks.LockTimeout:
+            continue  # a call holds it: not stale
+        except Exception:
+            continue
+        locks.release(path, fd, transient=True)
+        removed += 1
+    return removed
