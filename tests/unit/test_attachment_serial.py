@@ -133,7 +133,9 @@ def test_a_call_waits_for_the_attachment_and_gives_up_at_its_deadline(node):
         locks.release(path, fd, transient=True)
     assert not os.path.exists(path)
     assert call(plugin, "ADD", sd)[0] == 0
-    assert not os.path.exists(path)  # a transient lock file lives only while held
+    assert os.path.exists(path) and not locks.is_held(path)  # kept while the attachment lives
+    assert call(plugin, "DEL", sd)[0] == 0
+    assert not os.path.exists(path)  # its DEL removes it
 
 
 def test_other_attachments_do_not_wait(node):

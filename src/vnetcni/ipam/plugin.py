@@ -119,7 +119,7 @@ class IpamPlugin:
         cfg = IpamConfig.from_netconf(conf)
         store = IpamStore(cfg.state_dir)
         key = allocation_key(conf.name, inv.container_id, inv.ifname)
-        with attachments.exclusive((_lock_dir(cfg),), conf.name, inv.container_id, inv.ifname):
+        with attachments.exclusive((_lock_dir(cfg),), conf.name, inv.container_id, inv.ifname, last=True):
             self._delete(store, key, cfg)
 
     def _delete(self, store: IpamStore, key: str, cfg: IpamConfig) -> None:

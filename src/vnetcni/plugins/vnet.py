@@ -173,9 +173,10 @@ class VnetPlugin:
         return exec_plugin(binary, env, json.dumps(older).encode())
 
     # --- ADD -----------------------------------------------------------------------------
-    def _attachment(self, inv: Invocation, conf: NetConf, settings: Settings):
+    def _attachment(self, inv: Invocation, conf: NetConf, settings: Settings, last: bool = False):
         """The attachment's lock, in vnet's lock directory and in vnet-ipam's when it differs."""
-        return attachments.exclusive(self._lock_dirs(conf, settings), conf.name, inv.container_id, inv.ifname)
+        return attachments.exclusive(self._lock_dirs(conf, settings), conf.name, inv.container_id, inv.ifname,
+                                     last=last)
 
     def _lock_dirs(self, conf: NetConf, settings: Settings) -> list[str]:
         dirs = [settings.layout.lock_dir]
@@ -363,7 +364,7 @@ class VnetPlugin:
     # --- DEL -----------------------------------------------------------------------------
     def delete(self, inv: Invocation, conf: NetConf) -> None:
         settings = Settings(conf)
-        with self._attachment(inv, conf, settings):
+        with self._attachment(inv, conf, settings, last=True):
             self._delete(inv, conf, settings)
 
     def _delete(self, inv: Invocation, conf: NetConf, settings: Settings) -> None:

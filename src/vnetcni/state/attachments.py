@@ -4,8 +4,9 @@ An attachment is (network, container ID, interface name): what one ADD creates a
 removes. Runtimes do send overlapping calls for one attachment (a retried ADD after a timeout, a
 DEL for a sandbox whose ADD is still running); run at once they would share one allocation and
 one deterministic veth name, and one call's rollback would undo the other's success. So every
-ADD, DEL and CHECK holds the attachment's lock for its whole run: a transient flock file under
-the node's lock directory (NodeLayout.lock_dir, `<stateDir>/locks/`), named by a hash of the attachment. flock belongs to an open file
+ADD, DEL and CHECK holds the attachment's lock for its whole run: a flock file under the node's
+lock directory (NodeLayout.lock_dir, `<stateDir>/locks/`), named by a hash of the attachment, that
+lives from the attachment's first call to its DEL (or GC; vnetd's start sweeps files nobody holds). flock belongs to an open file
 description, so vnetd's worker threads, vnetd and a plugin run in-process by the runtime all
 exclude each other; the kernel releases it if the holder dies. The wait ends at the call's
 deadline (or the lock's default) with code 11. GC skips attachments whose lock is held: their
@@ -29,9 +30,11 @@ def lock_path(lock_dir: str, network: str, container_id: str, ifname: str) -> st
 
 
 @contextlib.contextmanager
-def exclusive(lock_dirs: Iterable[str], network: str, container_id: str, ifname: str) -> Iterator[None]:
+def exclusive(lock_dirs: Iterable[str], network: str, container_id: str, ifname: str,
+              last: bool = False) -> Iterator[None]:
     """Hold the attachment's lock in each lock directory (in the order given; re-entrant on this
-    thread), waiting at most until the call's deadline."""
+    thread), waiting at most until the call's deadline. `last` (a DEL): the lock file is removed
+    on release."""
     what = f"attachment {network}/{container_id}/{ifname}"
     call = deadline.current()
     until = None if call is None else call.deadline
@@ -39,7 +42,7 @@ def exclusive(lock_dirs: Iterable[str], network: str, container_id: str, ifname:
     with contextlib.ExitStack() as stack:
         for sd in dict.fromkeys(lock_dirs):
             release = locks.hold(lock_path(sd, network, container_id, ifname), deadline=until,
-                                 timeout=locks.DEFAULT_TIMEOUT, purpose=what, transient=True)
+                                 timeout=locks.DEFAULT_TIMEOUT, purpose=what, transient=True, remove=last)
             if keep is not None:
                 keep.append(release)
             else:

@@ -8,9 +8,11 @@ without signals, which threads cannot use); an uncontended acquisition is one op
 When the deadline passes the caller gets code 11 (TRY_AGAIN_LATER) naming the lock file: the
 runtime retries the call later, as the spec intends.
 
-A *transient* lock file exists only while it is held (its holder removes it before releasing),
-for locks named after something short-lived such as one pod attachment: a node does not collect
-a file per pod it ever ran. An acquirer that finds it locked a file already removed tries again.
+A *transient* lock file may be removed while nobody holds it (by whoever holds it last, before
+releasing), for locks named after something short-lived such as one pod attachment: a node does
+not collect a file per pod it ever ran. An acquirer that finds it locked a file already removed
+opens the new one and tries again. (Removing costs more than the lock itself, ~0.2 ms on tmpfs,
+so the holder chooses: `release(..., transient=True)` removes.)
 `holding()` is re-entrant per thread: a handler that holds a lock can call another handler that
 takes the same one (vnet's ADD calling vnet-ipam in-process).
 """
@@ -168,9 +170,10 @@ def holding(path: str, *, timeout: float | None = None, deadline: float | None =
 
 
 def hold(path: str, *, timeout: float | None = None, deadline: float | None = None,
-         purpose: str = "", transient: bool = False):
+         purpose: str = "", transient: bool = False, remove: bool = False):
     """Like holding(), for a lock whose release comes later: returns the function that releases
-    it (a no-op if this thread held it already). Until then the lock counts as held here."""
+    it (a no-op if this thread held it already; `remove`: a transient file is removed first).
+    Until then the lock counts as held here."""
     paths = _held_paths()
     if path in paths:
         return lambda: None
@@ -179,7 +182,7 @@ def hold(path: str, *, timeout: float | None = None, deadline: float | None = No
 
     def release_it() -> None:
         paths.discard(path)
-        release(path, fd, transient=transient)
+        release(path, fd, transient=transient and remove)
 
     return release_it
 
