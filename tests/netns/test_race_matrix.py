@@ -119,7 +119,7 @@ class Node:
         return out
 
     def settle(self) -> None:
-        """Wait until no call holds an attachment's lock (a killed vnetd's files stay, unheld)."""
+        """Wait until no call holds an attachment's lock (files stay until the DEL, unheld)."""
         from vnetcni.state.locks import is_held
 
         lock_dir = os.path.join(self.sd, "locks")
