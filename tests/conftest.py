@@ -21,6 +21,9 @@ _BEFORE: dict = {}
 def pytest_configure(config):
     if os.geteuid() == 0:
         resources.sweep()
+        from support.containerd import sweep_dead_sessions
+
+        sweep_dead_sessions()  # containerd nodes of sessions that were killed outright
     _BEFORE.update(resources.snapshot())
 
 

@@ -14,6 +14,7 @@ mount left under its directories unmounted, the directories removed."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -82,14 +83,15 @@ mount --bind "$1/var/run/vnet" /run/vnet
 mount --bind "$1/opt" /opt
 mount --bind "$1/etc/cni" /etc/cni
 echo ready
-exec sleep infinity
+exec -a "$2" sleep infinity
 """
 
     def _hold_node_mounts(self) -> None:
         for d in (self.cni_bin, self.cni_conf, self.host_root / "var/run/vnet"):
             d.mkdir(parents=True, exist_ok=True)
-        self.holder = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sh", "-c",
-                                        self.NODE_MOUNTS, "node-mounts", str(self.host_root)],
+        self.holder = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "bash", "-c",
+                                        self.NODE_MOUNTS, "node-mounts", str(self.host_root),
+                                        f"{resources.OWNER}-node-holder"],
                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
         line = self.holder.stdout.readline()
         if line.strip() != b"ready":
@@ -105,7 +107,7 @@ exec sleep infinity
         for d in (self.root, self.state):
             d.mkdir(parents=True, exist_ok=True)
         self._hold_node_mounts()
-        config = self.workdir / "containerd.toml"
+        config = self.base / "containerd.toml"  # its command line names this session
         config.write_text(CONFIG.format(root=self.root, state=self.state, socket=self.socket, pause=PAUSE_IMAGE,
                                         runc=shutil.which("runc") or "/usr/sbin/runc"))
         log = open(self.log_path, "ab")
@@ -175,25 +177,7 @@ exec sleep infinity
 
     def _kill_shims(self) -> None:
         """Shims of this containerd (they name its socket) and every process under them."""
-        table = resources.process_table()
-        shims = set()
-        for pid in table:
-            try:
-                with open(f"/proc/{pid}/cmdline", "rb") as f:
-                    argv = f.read().split(b"\0")
-            except OSError:
-                continue
-            if argv and argv[0].endswith(b"containerd-shim-runc-v2") and self.socket.encode() in argv:
-                shims.add(pid)
-        doomed, frontier = set(shims), set(shims)
-        while frontier:
-            frontier = {pid for pid, (_, _, ppid) in table.items() if ppid in frontier and pid not in doomed}
-            doomed |= frontier
-        for pid in doomed:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        _kill_trees(lambda argv: argv[0].endswith(b"containerd-shim-runc-v2") and self.socket.encode() in argv)
 
     def _unmount_all(self) -> None:
         prefixes = (str(self.root) + "/", str(self.base) + "/")
@@ -208,3 +192,51 @@ exec sleep infinity
                 return
             for target in sorted(mounts, key=len, reverse=True):
                 subprocess.run(["umount", "-l", target], capture_output=True)
+
+
+def _kill_trees(match) -> None:
+    """SIGKILL every process whose argv matches, and everything under it (containers first)."""
+    table = resources.process_table()
+    roots = set()
+    for pid in table:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if argv and argv[0] and pid != os.getpid() and match(argv):
+            roots.add(pid)
+    doomed, frontier = set(roots), set(roots)
+    while frontier:
+        frontier = {pid for pid, (_, _, ppid) in table.items() if ppid in frontier and pid not in doomed}
+        doomed |= frontier
+    for pid in sorted(doomed - roots) + sorted(roots):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+_SESSION_OBJECT = re.compile(rb"/tmp/(vnt(\d+)cd[^/\0]*)|^(vnt(\d+))-node-holder$")
+
+
+def sweep_dead_sessions() -> None:
+    """What a test session killed outright (SIGKILL, a lost machine) left of its nodes: its
+    containerd, shims, containers and the node holder (their command lines name the session's
+    /tmp/vnt<pid>cd… directory or vnt<pid>-node-holder), and that directory. Sessions still alive
+    are never touched."""
+    def dead(owner: bytes) -> bool:
+        return int(owner) != os.getpid() and not os.path.exists(f"/proc/{int(owner)}")
+
+    def match(argv: list[bytes]) -> bool:
+        for arg in argv:
+            m = _SESSION_OBJECT.search(arg)
+            if m and dead(m.group(2) or m.group(4)):
+                return True
+        return False
+
+    _kill_trees(match)
+    for entry in os.listdir("/tmp"):
+        m = re.fullmatch(r"vnt(\d+)cd\w*", entry)
+        if m and dead(m.group(1).encode()):
+            shutil.rmtree(os.path.join("/tmp", entry), ignore_errors=True)
