@@ -341,3 +341,27 @@ def test_vnetd_restart(node, round_):
     assert not problems, "\n".join(problems)
     node.clean_up_and_check()
     report(node, restarted_after_s=round(delay, 3), failed_adds=len(failed))
+
+
+def test_vnetd_stopped_then_continued(node):
+    """The issue's scenario: `kill -STOP` vnetd, an ADD times out at the front door (code 11 within
+    its deadline), `kill -CONT`: vnetd does not carry it out; no allocation, veth or record."""
+    daemon = start_vnetd(node)
+    (cid,) = node.new_pods(1, "st")
+    daemon.pause()
+    try:
+        code, out = node.call("ADD", cid)
+    finally:
+        daemon.resume()
+    assert code == 1 and out["code"] == 11 and "vnetd" in out["msg"], out
+    assert node.log.calls[-1].elapsed < VNETD_TIMEOUT + 2
+    node.settle()
+    wait_for(lambda: any(r.get("container") == cid for r in daemon.served()), what="vnetd to get to the call")
+    assert not node.traces(cid), node.traces(cid)
+    served = [r for r in daemon.served() if r.get("container") == cid]
+    assert served[-1].get("deadline_missed") == "expired", served
+    status = subprocess.run(["ip", "netns", "exec", node.name, os.path.join(os.path.dirname(sys.executable), "vnetctl"),
+                             "status", "--state-dir", node.sd], capture_output=True, text=True)
+    assert "1 call(s) failed by deadline" in status.stdout and "1 expired" in status.stdout, status.stdout
+    node.clean_up_and_check()
+    report(node)

@@ -221,21 +221,23 @@ class Server:
             served[1].answered()
         return answer
 
-    def _undeliverable(self, req: protocol.Request, call: deadline.Call, code: int, what: str) -> None:
+    def _undeliverable(self, req: protocol.Request, call: deadline.Call, code: int, what: str,
+                       missed: str) -> None:
         """The caller hung up before its answer could be sent. An ADD that succeeded is undone
-        now, its attachment still locked: no retry has seen its result yet."""
+        now, its attachment still locked: no retry has seen its result yet. (A call already
+        counted as failed by deadline is not counted twice.)"""
         if req.env.get("CNI_COMMAND") == "ADD" and code == 0:
             out, undo = self._replay(replace(req, env={**req.env, "CNI_COMMAND": "DEL"}))
             if undo != 0:
                 log.warning("could not undo %s after its caller left: %s", what, out[:300])
             self.stats.count("rolled_back", what)
-        else:
+        elif not missed:
             self.stats.count("unanswered", what)
 
     def _handle(self, data: bytes, fds: list[int] | None, received: float | None,
                 conn: socket.socket | None) -> tuple[bytes, tuple | None]:
-        """(the answer, (request, call, exit code, the call in a few words) when a handler ran:
-        the caller must call call.answered() once the answer is delivered)."""
+        """(the answer, (request, call, exit code, the call in a few words, the deadline miss
+        already counted) when it was served here: call.answered() once the answer is delivered)."""
         started = time.perf_counter()
         try:
             req = protocol.decode_request(data, received)
@@ -288,7 +290,7 @@ class Server:
             if missed:
                 rec["deadline_missed"] = missed  # metrics: vnetd_deadline_misses
             self._on_request(rec)
-        return protocol.encode_response(code, out), (req, call, code, what)
+        return protocol.encode_response(code, out), (req, call, code, what, missed)
 
     def run(self, plugin, req: protocol.Request) -> tuple[bytes, int]:
         """One request's verb through the warm handler: (stdout, exit code). req.deadline says
