@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import require_tool
-from support.cni import metadata_xml, ns_exec
+from support.cni import metadata_xml, node_nic, ns_exec
 from support.podman import Podman
 
 VNETCTL = str(Path(sys.executable).with_name("vnetctl"))
@@ -64,21 +64,26 @@ def podman(tmp_path, node_ns, cni_bin):
         pm.cleanup()
 
 
-def test_podman_containers_on_a_vnet_network(podman, node_ns, metadata_service, tmp_path):
-    state = tmp_path / "vnet-state"
+def _web_and_client(podman, metadata_url: str, vnet: dict) -> dict[str, str]:
+    """A `vntnet` network (vnet with `vnet`'s keys, vnet-ipam, the reference portmap), a web
+    container publishing 18080 -> 8080 and a client; their addresses."""
     conflist = {"cniVersion": "1.0.0", "name": "vntnet", "plugins": [
-        {"type": "vnet", "bridge": "vntbr0", "stateDir": str(state),
-         "ipam": {"type": "vnet-ipam", "metadataUrl": metadata_service, "reuseCooldownSeconds": 0}},
+        {"type": "vnet", **vnet,
+         "ipam": {"type": "vnet-ipam", "metadataUrl": metadata_url, "reuseCooldownSeconds": 0}},
         {"type": "portmap", "capabilities": {"portMappings": True}}]}
     (podman.net_dir / "vntnet.conflist").write_text(json.dumps(conflist))
     image = podman.import_busybox()
-
     podman("run", "-d", "--name", "vnt-web", "--network", "vntnet", "-p", "18080:8080", image,
            "sh", "-c", "echo hello-from-web > /tmp/index.html; exec httpd -f -p 8080 -h /tmp")
     podman("run", "-d", "--name", "vnt-client", "--network", "vntnet", image, "sleep", "600")
+    return {name: podman("inspect", name, "--format", "{{.NetworkSettings.Networks.vntnet.IPAddress}}").stdout.strip()
+            for name in ("vnt-web", "vnt-client")}
+
+
+def test_podman_containers_on_a_vnet_network(podman, node_ns, metadata_service, tmp_path):
+    state = tmp_path / "vnet-state"
+    ips = _web_and_client(podman, metadata_service, {"bridge": "vntbr0", "stateDir": str(state)})
     pool = {f"10.240.0.{i}" for i in range(36, 66)}
-    ips = {name: podman("inspect", name, "--format", "{{.NetworkSettings.Networks.vntnet.IPAddress}}").stdout.strip()
-           for name in ("vnt-web", "vnt-client")}
     assert set(ips.values()) <= pool and len(set(ips.values())) == 2, ips
 
     # container to container, across the bridge
@@ -106,24 +111,9 @@ def test_podman_containers_on_a_vnet_network(podman, node_ns, metadata_service, 
 def test_podman_containers_on_a_transparent_vnet_network(podman, node_ns, metadata_service, tmp_path):
     """Transparent (routed) mode through podman, the reference portmap chained after it: the node
     routes between the containers and DNATs its hostPort to one of them."""
-    for cmd in (["link", "add", "eth0", "type", "veth", "peer", "name", "vnic"],
-                ["addr", "add", "10.240.0.35/16", "dev", "eth0"],
-                ["link", "set", "eth0", "up"], ["link", "set", "vnic", "up"]):
-        subprocess.run(["ip", "-n", node_ns, *cmd], check=True)  # the node's NIC and primary address
-    assert ns_exec(node_ns, "sysctl", "-qw", "net.ipv4.ip_forward=1").returncode == 0  # a k8s node forwards
+    node_nic(node_ns, "10.240.0.35/16")  # the node's NIC and primary address; a k8s node forwards
     state = tmp_path / "vnet-state"
-    conflist = {"cniVersion": "1.0.0", "name": "vntnet", "plugins": [
-        {"type": "vnet", "mode": "transparent", "stateDir": str(state),
-         "ipam": {"type": "vnet-ipam", "metadataUrl": metadata_service, "reuseCooldownSeconds": 0}},
-        {"type": "portmap", "capabilities": {"portMappings": True}}]}
-    (podman.net_dir / "vntnet.conflist").write_text(json.dumps(conflist))
-    image = podman.import_busybox()
-
-    podman("run", "-d", "--name", "vnt-web", "--network", "vntnet", "-p", "18080:8080", image,
-           "sh", "-c", "echo hello-from-web > /tmp/index.html; exec httpd -f -p 8080 -h /tmp")
-    podman("run", "-d", "--name", "vnt-client", "--network", "vntnet", image, "sleep", "600")
-    ips = {name: podman("inspect", name, "--format", "{{.NetworkSettings.Networks.vntnet.IPAddress}}").stdout.strip()
-           for name in ("vnt-web", "vnt-client")}
+    ips = _web_and_client(podman, metadata_service, {"mode": "transparent", "stateDir": str(state)})
     assert set(ips.values()) <= {f"10.240.0.{i}" for i in range(36, 66)} and len(set(ips.values())) == 2, ips
     route = podman("exec", "vnt-client", "ip", "route").stdout
     assert "default via 169.254.1.1 dev eth0" in route, route

@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from support.cni import ns_exec, run_plugin
+from support.cni import node_nic, ns_exec, run_plugin
 from vnetcni.ipam.metadata import render_node
 
 V4 = [f"10.240.0.{i}" for i in range(36, 66)]
@@ -21,15 +21,8 @@ V6 = [f"fd00:10:240::{i:x}" for i in range(36, 66)]
 def dual_node(request, node_ns, tmp_path, state_dir):
     """A transparent node has its primary addresses on its NIC; a bridge node without an uplink
     (as here) has the subnets on its bridge, whose gateway addresses are then the node's."""
-    cmds = [["link", "add", "eth0", "type", "veth", "peer", "name", "vnic"],
-            ["link", "set", "eth0", "up"], ["link", "set", "vnic", "up"]]
-    if request.param == "transparent":
-        cmds += [["addr", "add", "10.240.0.35/16", "dev", "eth0"],
-                 ["addr", "add", "fd00:10:240::23/64", "dev", "eth0", "nodad"]]
-    for cmd in cmds:
-        subprocess.run(["ip", "-n", node_ns, *cmd], check=True)
-    assert ns_exec(node_ns, "sysctl", "-qw", "net.ipv4.ip_forward=1",
-                   "net.ipv6.conf.all.forwarding=1").returncode == 0
+    addresses = ("10.240.0.35/16", "fd00:10:240::23/64") if request.param == "transparent" else ()
+    node_nic(node_ns, *addresses, forward=("net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"))
     md = tmp_path / "interfaces.xml"
     md.write_bytes(render_node("000D3A51C490", "10.240.0.0/16", "10.240.0.35", V4,
                                ipv6=("fd00:10:240::/64", "fd00:10:240::23", V6)))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from support.cni import links, metadata_xml, ns_exec, run_plugin
+from support.cni import links, metadata_xml, node_nic, ns_exec, run_plugin
 
 VERSIONS = ["0.3.1", "0.4.0", "1.0.0", "1.1.0"]
 VNETCTL = str(Path(sys.executable).with_name("vnetctl"))
@@ -34,12 +34,7 @@ def vnet_ipam(tmp_path, state_dir):
 @pytest.fixture
 def routed_node(node_ns):
     """A node with its primary address on a NIC and forwarding on, inside its own namespace."""
-    # (no dummy module on every machine: a veth pair inside the node stands in for its NIC)
-    subprocess.run(["ip", "-n", node_ns, "link", "add", "eth0", "type", "veth", "peer", "name", "vnic"], check=True)
-    subprocess.run(["ip", "-n", node_ns, "addr", "add", "10.240.0.35/16", "dev", "eth0"], check=True)
-    for dev in ("eth0", "vnic"):
-        subprocess.run(["ip", "-n", node_ns, "link", "set", dev, "up"], check=True)
-    assert ns_exec(node_ns, "sysctl", "-qw", "net.ipv4.ip_forward=1").returncode == 0
+    node_nic(node_ns, "10.240.0.35/16")
     return node_ns
 
 

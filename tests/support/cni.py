@@ -59,3 +59,16 @@ def wait_for(pred, timeout: float = 15.0, what: str = "condition") -> None:
             return
         time.sleep(0.02)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def node_nic(ns: str, *addresses: str, forward: tuple[str, ...] = ("net.ipv4.ip_forward=1",)) -> None:
+    """A routed node's NIC inside its namespace: eth0 with the node's primary address(es) (IPv6
+    without DAD), a veth pair standing in for the VM's NIC (not every machine has the dummy
+    module), and the forwarding sysctls every Kubernetes node has, set inside the namespace."""
+    cmds = [["link", "add", "eth0", "type", "veth", "peer", "name", "vnic"]]
+    cmds += [["addr", "add", a, "dev", "eth0", *(["nodad"] if ":" in a else [])] for a in addresses]
+    cmds += [["link", "set", "eth0", "up"], ["link", "set", "vnic", "up"]]
+    for cmd in cmds:
+        subprocess.run(["ip", "-n", ns, *cmd], check=True)
+    if forward:
+        subprocess.run(["ip", "netns", "exec", ns, "sysctl", "-qw", *forward], check=True, capture_output=True)
