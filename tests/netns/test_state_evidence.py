@@ -8,25 +8,15 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
 
-from support.cni import links, metadata_xml, ns_exec, run_plugin
+from support.cni import links, metadata_xml, ns_exec, run_plugin, wait_for
 from vnetcni.daemon.client import listening
 
 BIN = Path(sys.executable).parent
 VNETCTL, VNETD = str(BIN / "vnetctl"), str(BIN / "vnetd")
-
-
-def wait_for(pred, timeout=30.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture
@@ -55,7 +45,7 @@ def two_pods_one_gone(cni_bin, node, namespaces, conf):
                           cni_path=cni_bin).ok
     subprocess.run(["ip", "netns", "del", gone], check=True)
     namespaces.created.remove(gone)
-    wait_for(lambda: len(veths(node)) == 1, what="the deleted pod's veth to go with its namespace")
+    wait_for(lambda: len(veths(node)) == 1, timeout=30, what="the deleted pod's veth to go with its namespace")
     return live
 
 
