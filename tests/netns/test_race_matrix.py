@@ -101,8 +101,9 @@ class Node:
             return [f.result() for f in futures]
 
     # --- what the node holds ----------------------------------------------------------------
-    def problems(self) -> list[str]:
-        return node_problems(node=self.name, state_dirs=[self.sd], pods=self.pods)
+    def assert_invariants(self) -> None:
+        problems = node_problems(node=self.name, state_dirs=[self.sd], pods=self.pods)
+        assert not problems, "\n".join(problems)
 
     def attached(self, cid: str) -> bool:
         return any(a.get("containerId") == cid for a in allocations(self.sd).values())
@@ -137,8 +138,7 @@ class Node:
         """The runtime deletes every pod: the node must be left with nothing."""
         self.burst([("DEL", cid, False) for cid in self.pods])
         self.settle()
-        problems = self.problems()
-        assert not problems, "\n".join(problems)
+        self.assert_invariants()
         assert allocations(self.sd) == {} and endpoint_records(self.sd) == {}, "left after every DEL"
         assert node_veths(self.name) == set()
         lock_dir = os.path.join(self.sd, "locks")
@@ -192,8 +192,7 @@ def test_add_add(node, mode):
         flags = in_process_flags(mode, 4)
         results = node.burst([("ADD", cid, flags[k]) for cid in cids for k in range(4)])
         node.settle()
-        problems = node.problems()
-        assert not problems, "\n".join(problems)
+        node.assert_invariants()
         for cid in cids:
             answers = [(code, out) for _, c, code, out in results if c == cid]
             ok = {out["ips"][0]["address"] for code, out in answers if code == 0}
@@ -217,14 +216,12 @@ def test_add_del(node, mode):
         rng.shuffle(plan)
         results = node.burst(plan)
         node.settle()
-        problems = node.problems()
-        assert not problems, "\n".join(problems)
+        node.assert_invariants()
         assert all(code == 0 or (out or {}).get("code") == 11 for _, _, code, out in results), results
     # New pods next to whatever the races left: no address they get may be held by another pod.
     fresh = node.new_pods(4, "af")
     assert all(code == 0 for *_, code, _ in node.burst([("ADD", cid, False) for cid in fresh]))
-    problems = node.problems()
-    assert not problems, "\n".join(problems)
+    node.assert_invariants()
     node.clean_up_and_check()
     report(node, mode=mode)
 
@@ -240,8 +237,7 @@ def test_del_del(node, mode):
     results = node.burst([("DEL", cid, flags[k]) for cid in cids for k in range(3)])
     assert all(code == 0 for _, _, code, _ in results), [r for r in results if r[2] != 0]
     node.settle()
-    problems = node.problems()
-    assert not problems, "\n".join(problems)
+    node.assert_invariants()
     assert allocations(node.sd) == {} and endpoint_records(node.sd) == {}
     node.clean_up_and_check()
     report(node, mode=mode)
@@ -273,6 +269,18 @@ def assert_failed_adds_left_nothing(node: Node, failed: list[str]) -> None:
             raise AssertionError(f"ADD of {cid} failed, yet the node holds {held}; calls {calls}; vnetd {served}")
 
 
+def runtime_cleans_up(node: Node, results: list, failed: list[str], undeleted: list[str]) -> None:
+    """Every call was answered (a result or code 11); then, as a runtime does, DEL for every
+    sandbox whose ADD failed and DEL again where a DEL failed: nothing is left for them, and
+    nothing at all once every pod is deleted."""
+    assert all(code == 0 or (out or {}).get("code") == 11 for _, _, code, out in results), results
+    node.burst([("DEL", cid, False) for cid in failed + undeleted] or [("DEL", next(iter(node.pods)), False)])
+    node.settle()
+    assert_failed_adds_left_nothing(node, failed)
+    node.assert_invariants()
+    node.clean_up_and_check()
+
+
 @pytest.mark.parametrize("round_", range(3))
 def test_vnetd_sigstop(node, round_):
     """vnetd stopped mid-burst: calls waiting on it answer code 11 at their deadline; once it runs
@@ -288,8 +296,7 @@ def test_vnetd_sigstop(node, round_):
     assert all(code == 0 or (out or {}).get("code") == 11 for _, _, code, out in results), results
     assert_failed_adds_left_nothing(node, failed)
     node.burst([("DEL", cid, False) for cid in undeleted] or [("DEL", next(iter(node.pods)), False)])
-    problems = node.problems()
-    assert not problems, "\n".join(problems)
+    node.assert_invariants()
     if any(code != 0 for *_, code, _ in results):
         status = subprocess.run(["ip", "netns", "exec", node.name, os.path.join(os.path.dirname(sys.executable),
                                  "vnetctl"), "status", "--state-dir", node.sd], capture_output=True, text=True)
@@ -307,15 +314,8 @@ def test_vnetd_sigkill(node, round_):
     rng = random.Random(100 + round_)
     delay = rng.uniform(0.01, 0.15)
     results, failed, undeleted = fault_burst(node, rng, lambda: (time.sleep(delay), daemon.kill()))
-    assert all(code == 0 or (out or {}).get("code") == 11 for _, _, code, out in results), results
     start_vnetd(node)
-    # The runtime: DEL for every sandbox whose ADD failed, DEL again where a DEL failed.
-    node.burst([("DEL", cid, False) for cid in failed + undeleted] or [("DEL", next(iter(node.pods)), False)])
-    node.settle()
-    assert_failed_adds_left_nothing(node, failed)
-    problems = node.problems()
-    assert not problems, "\n".join(problems)
-    node.clean_up_and_check()
+    runtime_cleans_up(node, results, failed, undeleted)
     report(node, killed_after_s=round(delay, 3), failed_adds=len(failed))
 
 
@@ -333,13 +333,7 @@ def test_vnetd_restart(node, round_):
         start_vnetd(node)
 
     results, failed, undeleted = fault_burst(node, rng, restart)
-    assert all(code == 0 or (out or {}).get("code") == 11 for _, _, code, out in results), results
-    node.burst([("DEL", cid, False) for cid in failed + undeleted] or [("DEL", next(iter(node.pods)), False)])
-    node.settle()
-    assert_failed_adds_left_nothing(node, failed)
-    problems = node.problems()
-    assert not problems, "\n".join(problems)
-    node.clean_up_and_check()
+    runtime_cleans_up(node, results, failed, undeleted)
     report(node, restarted_after_s=round(delay, 3), failed_adds=len(failed))
 
 
