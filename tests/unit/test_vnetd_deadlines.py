@@ -143,17 +143,14 @@ def test_no_counter_file_is_written_on_the_ordinary_path(server):
     assert stats.summary({"counts": {}, "started": time.time()}).startswith("no call failed")
 
 
-def test_an_add_whose_answer_cannot_be_delivered_is_undone_before_the_attachment_is_free(tmp_path):
-    """vnetd keeps the attachment locked until the answer is on the caller's socket: a retry
-    cannot see a result that is about to be undone."""
+@pytest.fixture
+def warm(tmp_path):
+    """A Server with the real vnet and vnet-ipam handlers over the fake dataplane."""
     from vnetcni.dataplane.fake import FakeDataplane
     from vnetcni.ipam.metadata import render_node
     from vnetcni.ipam.plugin import IpamPlugin
     from vnetcni.ipam.sources import FakeMetadataSource
-    from vnetcni.ipam.store import IpamStore
-    from vnetcni.plugins.endpoints import EndpointStore
     from vnetcni.plugins.vnet import VnetPlugin
-    from vnetcni.state import attachments
 
     xml = render_node("000D3A51C490", "10.240.0.0/16", "10.240.0.35", ["10.240.0.36", "10.240.0.37"])
     dp = FakeDataplane()
@@ -164,9 +161,18 @@ def test_an_add_whose_answer_cannot_be_delivered_is_undone_before_the_attachment
     srv = Server(sd, lambda name: vnet if name == "vnet" else None)
     conf = json.dumps({"cniVersion": "1.0.0", "name": "n", "type": "vnet", "stateDir": sd,
                        "ipam": {"type": "vnet-ipam", "stateDir": sd}}).encode()
-    data = protocol.encode_request("vnet", ENV, conf, timeout=5)
-    lock = attachments.lock_path(os.path.join(sd, "locks"), "n", "c1", "eth0")
+    return srv, dp, sd, protocol.encode_request("vnet", ENV, conf, timeout=5)
 
+
+def test_an_add_whose_answer_cannot_be_delivered_is_undone_before_the_attachment_is_free(warm):
+    """vnetd keeps the attachment locked until the answer is on the caller's socket: a retry
+    cannot see a result that is about to be undone."""
+    from vnetcni.ipam.store import IpamStore
+    from vnetcni.plugins.endpoints import EndpointStore
+    from vnetcni.state import attachments
+
+    srv, dp, sd, data = warm
+    lock = attachments.lock_path(os.path.join(sd, "locks"), "n", "c1", "eth0")
     answer, served = srv._handle(data, None, None, None)
     assert protocol.decode_response(answer)[1] == 0
     assert len(IpamStore(sd).read().allocations) == 1
@@ -181,3 +187,20 @@ def test_an_add_whose_answer_cannot_be_delivered_is_undone_before_the_attachment
         served[1].answered()
     assert IpamStore(sd).read().allocations == {} and EndpointStore(sd).all() == {} and dp.hosts == {}
     assert not locks.is_held(lock) and srv.stats.counts()["rolled_back"] == 1
+
+
+def test_a_repeated_add_whose_answer_cannot_be_delivered_keeps_the_pod(warm):
+    """Only what the call created is undone: a second ADD answering the first one's pod is not."""
+    from vnetcni.ipam.store import IpamStore
+
+    srv, dp, sd, data = warm
+    answer, served = srv._answer(data), None  # the first ADD, delivered
+    assert protocol.decode_response(answer)[1] == 0
+    answer, served = srv._handle(data, None, None, None)
+    assert protocol.decode_response(answer)[1] == 0 and not served[1].created
+    try:
+        srv._undeliverable(*served)
+    finally:
+        served[1].answered()
+    assert len(IpamStore(sd).read().allocations) == 1 and len(dp.hosts) == 1
+    assert srv.stats.counts() == {"expired": 0, "lock_timeout": 0, "rolled_back": 0, "unanswered": 1}

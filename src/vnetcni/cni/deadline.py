@@ -31,7 +31,7 @@ _local = threading.local()
 
 
 class Call:
-    __slots__ = ("deadline", "gone", "lock_timeout", "rolled_back", "until_answered")
+    __slots__ = ("deadline", "gone", "lock_timeout", "rolled_back", "created", "until_answered")
 
     def __init__(self, deadline: float | None, gone: Callable[[], bool] | None,
                  hold_until_answered: bool = False) -> None:
@@ -39,6 +39,7 @@ class Call:
         self.gone = gone
         self.lock_timeout = ""  # the lock whose wait ran out (for vnetd's counters)
         self.rolled_back = False
+        self.created = False  # the handler created what it answers (not a repeated ADD's answer)
         # Releases of the attachment locks, kept until the answer is delivered (None: released
         # as the handler returns): see answered().
         self.until_answered: list[Callable[[], None]] | None = [] if hold_until_answered else None
@@ -101,6 +102,14 @@ def commit_point(undone: str = "what it did was rolled back") -> None:
     if why:
         call.rolled_back = True
         raise Abandoned(why, undone)
+
+
+def note_created() -> None:
+    """An ADD handler made something new (an allocation, a veth): if its answer cannot be
+    delivered, vnetd undoes the call. A repeated ADD that only answers what exists is not undone."""
+    call = getattr(_local, "call", None)
+    if call is not None:
+        call.created = True
 
 
 def note_lock_timeout(path: str) -> None:

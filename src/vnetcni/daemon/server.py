@@ -225,8 +225,9 @@ class Server:
                        missed: str) -> None:
         """The caller hung up before its answer could be sent. An ADD that succeeded is undone
         now, its attachment still locked: no retry has seen its result yet. (A call already
-        counted as failed by deadline is not counted twice.)"""
-        if req.env.get("CNI_COMMAND") == "ADD" and code == 0:
+        counted as failed by deadline is not counted twice; a repeated ADD that only answered
+        what an earlier one made is not undone.)"""
+        if req.env.get("CNI_COMMAND") == "ADD" and code == 0 and call.created:
             out, undo = self._replay(replace(req, env={**req.env, "CNI_COMMAND": "DEL"}))
             if undo != 0:
                 log.warning("could not undo %s after its caller left: %s", what, out[:300])

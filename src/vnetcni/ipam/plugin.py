@@ -79,6 +79,8 @@ class IpamPlugin:
         cfg = IpamConfig.from_netconf(conf)
         with attachments.exclusive((_lock_dir(cfg),), conf.name, inv.container_id, inv.ifname):
             alloc, created = self._add(inv, conf, cfg)
+            if commit and created:
+                deadline.note_created()
             if commit and created and deadline.abandoned():
                 self.delete(inv, conf)
                 deadline.commit_point("its address was released")

@@ -262,6 +262,7 @@ class VnetPlugin:
             )
             store.put(record)
             recorded = True
+            deadline.note_created()
             deadline.commit_point()  # nobody waits for this answer any more: undo it all
         except BaseException:
             self._roll_back(inv, conf, settings, store, key, veth, recorded, created, owned)
