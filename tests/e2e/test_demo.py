@@ -25,7 +25,7 @@ def demo_env(tmp_path):
     require_tool("nft")
     require_tool("ping")
     env = dict(os.environ, VNET_SIM_PREFIX=PREFIX, VNET_SIM_ROOT=str(tmp_path / "sim"), COLUMNS="160")
-    name = f"{os.getpid()}d{uuid.uuid4().hex[:4]}"
+    name = f"d{uuid.uuid4().hex[:6]}"
     try:
         yield env, name
     finally:  # whatever happened, the fabric goes

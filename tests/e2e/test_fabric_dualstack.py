@@ -13,10 +13,11 @@ import uuid
 import pytest
 
 from conftest import require_tool
+from support import resources
 from vnetcni.sim import enforcement, fabric, kernel, pods, probe
 
 VNETCTL = os.path.join(os.path.dirname(sys.executable), "vnetctl")
-PREFIX = os.environ.get("VNET_SIM_TEST_PREFIX", "vnt")
+PREFIX = os.environ.get("VNET_SIM_TEST_PREFIX", resources.OWNER)
 
 
 @pytest.fixture(scope="module", params=["bridge", "transparent"])
@@ -27,8 +28,7 @@ def dual(request, tmp_path_factory):
         mp.setenv("VNET_SIM_PREFIX", PREFIX)
         root = str(tmp_path_factory.mktemp("sim"))
         mp.setenv("VNET_SIM_ROOT", root)
-        # vnt<pid>…: a concurrent test session's sweep knows this fabric belongs to a live session
-        name = f"{os.getpid()}s{uuid.uuid4().hex[:4]}"
+        name = f"s{uuid.uuid4().hex[:6]}"
         rec = fabric.up(fabric.FabricOptions(name=name, nodes=2, ips_per_node=3, subnet="10.244.0.0/24",
                                              subnet6="fd00:10:244::/64", mode=request.param,
                                              enforce_source=True))

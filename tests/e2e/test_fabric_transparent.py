@@ -13,10 +13,11 @@ import uuid
 import pytest
 
 from conftest import require_tool
+from support import resources
 from vnetcni.sim import enforcement, fabric, kernel, pods, probe
 
 VNETCTL = os.path.join(os.path.dirname(sys.executable), "vnetctl")
-PREFIX = os.environ.get("VNET_SIM_TEST_PREFIX", "vnt")
+PREFIX = os.environ.get("VNET_SIM_TEST_PREFIX", resources.OWNER)
 NODES, IPS, PODS = 3, 4, 2
 
 
@@ -26,8 +27,7 @@ def routed(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("VNET_SIM_PREFIX", PREFIX)
         mp.setenv("VNET_SIM_ROOT", str(tmp_path_factory.mktemp("sim")))
-        # vnt<pid>…: a concurrent test session's sweep knows this fabric belongs to a live session
-        name = f"{os.getpid()}t{uuid.uuid4().hex[:4]}"
+        name = f"t{uuid.uuid4().hex[:6]}"
         rec = fabric.up(fabric.FabricOptions(name=name, nodes=NODES, ips_per_node=IPS, subnet="10.243.0.0/24",
                                              mode="transparent", enforce_source=True))
         try:
@@ -135,7 +135,7 @@ def test_check_and_delete_through_the_runtime(routed):
 def test_demo_in_transparent_mode(tmp_path):
     require_tool("nft")
     env = dict(os.environ, VNET_SIM_PREFIX=PREFIX, VNET_SIM_ROOT=str(tmp_path / "sim"), COLUMNS="160")
-    name = f"{os.getpid()}d{uuid.uuid4().hex[:4]}"
+    name = f"d{uuid.uuid4().hex[:6]}"
     try:
         proc = subprocess.run([VNETCTL, "demo", "--name", name, "--mode", "transparent", "--pods-per-node", "2"],
                               env=env, capture_output=True, text=True, timeout=240)

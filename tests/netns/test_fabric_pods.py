@@ -53,7 +53,7 @@ def cluster(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("VNET_SIM_PREFIX", PREFIX)
         mp.setenv("VNET_SIM_ROOT", str(tmp_path_factory.mktemp("sim")))
-        name = f"{os.getpid()}p{uuid.uuid4().hex[:4]}"
+        name = f"p{uuid.uuid4().hex[:6]}"
         # vnetd (when installed) keeps 90 pods x (ADD + 2 DELs) fast; the in-process path is
         # covered by test_plugins_in_process_without_vnetd below.
         # Reuse cooldown 0 (a node's default is 30 s): the tests below reuse a released address at once.
@@ -175,7 +175,7 @@ def test_deleting_every_pod_frees_every_pool_and_leaves_no_sandbox(cluster):
 def test_plugins_in_process_without_vnetd(tmp_path, monkeypatch):
     monkeypatch.setenv("VNET_SIM_PREFIX", PREFIX)
     monkeypatch.setenv("VNET_SIM_ROOT", str(tmp_path / "sim"))
-    name = f"{os.getpid()}i{uuid.uuid4().hex[:4]}"
+    name = f"i{uuid.uuid4().hex[:6]}"
     rec = fabric.up(fabric.FabricOptions(name=name, nodes=2, ips_per_node=2, vnetd=False, reuse_cooldown=0))
     try:
         assert all(n.vnetdPid is None for n in rec.nodes)

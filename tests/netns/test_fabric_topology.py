@@ -29,7 +29,7 @@ def sim_env(monkeypatch, tmp_path):
     """Fabric objects named vnt<fabric>-… (the harness sweeps `vnt`), state under tmp_path."""
     monkeypatch.setenv("VNET_SIM_PREFIX", PREFIX)
     monkeypatch.setenv("VNET_SIM_ROOT", str(tmp_path / "sim"))
-    return f"{os.getpid()}f{uuid.uuid4().hex[:4]}"
+    return f"f{uuid.uuid4().hex[:6]}"
 
 
 @pytest.fixture

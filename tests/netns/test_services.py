@@ -61,7 +61,7 @@ def cluster(request, tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("VNET_SIM_PREFIX", PREFIX)
         mp.setenv("VNET_SIM_ROOT", str(tmp_path_factory.mktemp("sim")))
-        name = f"{os.getpid()}s{uuid.uuid4().hex[:4]}"
+        name = f"s{uuid.uuid4().hex[:6]}"
         opts = {"mode": mode} if mode != "bridge" else {}
         rec = fabric.up(fabric.FabricOptions(name=name, nodes=3, ips_per_node=4, vnetd=True, **opts))
         c = None
