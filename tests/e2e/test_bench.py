@@ -31,7 +31,7 @@ def test_bench_small_run_reports_every_scenario_and_leaves_nothing():
     assert rows["seq_add_median_ms"]["ratio"] > 0 and rows["vnetd_rss_mib"]["vnetd"] > 0
     assert rows["seq_add_median_ms"]["ratio_transparent"] > 0 and rows["vnetd_rss_mib"]["vnetd-transparent"] > 0
     assert report["kernel_floor_ms"] > 0
-    assert bench_netns() == before  # every throwaway namespace removed
+    assert bench_netns() <= before  # every throwaway namespace removed (another run's may go meanwhile)
 
 
 def test_bench_table_is_printed():
