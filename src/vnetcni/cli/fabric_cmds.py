@@ -37,8 +37,8 @@ def register(app: typer.Typer) -> None:
 
 def _need_root(what: str) -> None:
     if os.geteuid() != 0:
-        error(f"`vnetctl {what}` needs root: it creates network namespaces and writes {naming.root_dir()}",
-              f"run it as root (sudo vnetctl {what} …)", EXIT_PERMISSION)
+        error(f"`vnetctl {what}` needs root: the simulated VNet is network namespaces, and its state is in "
+              f"{naming.root_dir()}", f"run it as root (sudo vnetctl {what} …)", EXIT_PERMISSION)
 
 
 def _progress_console():
@@ -137,6 +137,8 @@ def fabric_status(fabric: str = fabric_option(),
     (each node's metadata service and vnetd are asked, not their recorded pids)."""
     from ..sim import report
 
+    _need_root("fabric status")  # its health checks ask each node's daemons from inside the node
+
     def body() -> int:
         data = report.status(fabric)
         if want_json(output, as_json):
@@ -180,6 +182,8 @@ def fabric_list(output: Optional[Output] = output_option("the fabrics"), as_json
     """The simulated VNets on this machine."""
     from ..sim import health, model, pods
     from .common import table
+
+    _need_root("fabric list")  # its health checks ask each node's daemons from inside the node
 
     def body() -> int:
         rows = []
