@@ -41,8 +41,11 @@ def ruleset(fabric: FabricRecord) -> str:
         if fabric.enforceSource:
             owned = ", ".join([n.primary, *n.secondaries])
             lines.append(f"  set owned_{c} {{ type ipv4_addr; elements = {{ {owned} }} }}")
-            pre.append(f"    iifname {port} ether type ip ip saddr != @owned_{c} counter name spoofed_from_{c} drop")
-            pre.append(f"    iifname {port} ether type arp arp saddr ip != @owned_{c} "
+            # The unspecified source (0.0.0.0, like :: below) claims no address: a bridge's IGMP
+            # report before it has its address, an ARP probe (RFC 5227). Not spoofing.
+            pre.append(f"    iifname {port} ether type ip ip saddr != @owned_{c} ip saddr != 0.0.0.0 "
+                       f"counter name spoofed_from_{c} drop")
+            pre.append(f"    iifname {port} ether type arp arp saddr ip != @owned_{c} arp saddr ip != 0.0.0.0 "
                        f"counter name spoofed_from_{c} drop")
         post.append(f"    oifname {port} {UNICAST} counter name ipv4_to_{c}")
         if fabric.subnet6:
