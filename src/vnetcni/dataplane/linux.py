@@ -1,10 +1,12 @@
-"""The netlink dataplane (pyroute2): bridge, veth pairs, addresses and routes.
+"""The netlink dataplane: bridge, veth pairs, addresses and routes.
 
 The pod end of each veth is created directly inside the pod's namespace (one netlink request,
 no move), and the pod side is configured through a netlink socket opened inside that namespace
-by this thread (setns). The per-pod work goes through the light channel in rtnl.py; the cold
-paths (bridge and uplink set-up, inspection for CHECK) through pyroute2's IPRoute. Sockets are
-per thread, so vnetd serves several pods at once.
+by this thread (setns). The per-pod work, and the look that finds a bridge already set up, go
+through the light channel in rtnl.py (no pyroute2 import: a plugin run without vnetd pays for
+every import on every call); the cold paths (bridge and uplink set-up, inspection for CHECK)
+through pyroute2's IPRoute, imported when first needed. Sockets are per thread, so vnetd serves
+several pods at once.
 """
 
 from __future__ import annotations
@@ -13,21 +15,31 @@ import contextlib
 import errno
 import ipaddress
 import os
-import random
 import socket
+import sys
 import threading
-
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
+TYPE_CHECKING = False  # typing itself is not imported at run time (plugin start-up cost)
 
 from ..cni.errors import CNIError, DATAPLANE_FAILURE
 from . import netns as nsutil
-from . import node_frames
+from . import nlmsg, node_frames
 from .model import BridgeInfo, HostView, LinkExists, PodLink, PodLinkSpec, PodView
-from .prereqs import NodeFacts
+from .nlmsg import NetlinkError
 from .rtnl import NUD_PERMANENT, RtnlChannel
 
+if TYPE_CHECKING:
+    from pyroute2 import IPRoute
+
+    from .prereqs import NodeFacts
+
 _AF = {4: socket.AF_INET, 6: socket.AF_INET6}
+
+
+def _netlink_errors() -> tuple[type[Exception], ...]:
+    """What a refused netlink request raises: ours (rtnl.py), and pyroute2's once a cold path
+    loaded it (an `except` evaluates this only when something is raised)."""
+    loaded = sys.modules.get("pyroute2.netlink.exceptions")
+    return (NetlinkError, loaded.NetlinkError) if loaded is not None else (NetlinkError,)
 
 
 def _fail(what: str, exc: Exception) -> CNIError:
@@ -36,7 +48,7 @@ def _fail(what: str, exc: Exception) -> CNIError:
 
 def _local_mac() -> str:
     """A random locally administered unicast MAC (for a bridge that must keep its address)."""
-    b = [random.randint(0, 255) for _ in range(6)]
+    b = bytearray(os.urandom(6))
     b[0] = (b[0] & 0xFE) | 0x02
     return ":".join(f"{x:02x}" for x in b)
 
@@ -55,6 +67,8 @@ class LinuxDataplane:
         """This thread's netlink socket in the namespace the process runs in (the node)."""
         ipr = getattr(self._local, "ipr", None)
         if ipr is None:
+            from pyroute2 import IPRoute  # the cold paths only
+
             ipr = self._local.ipr = IPRoute()
         return ipr
 
@@ -67,6 +81,8 @@ class LinuxDataplane:
 
     @contextlib.contextmanager
     def _in_netns(self, path: str):
+        from pyroute2 import IPRoute  # CHECK's inspection only
+
         with nsutil.entered(path):
             ipr = IPRoute()
         try:
@@ -88,7 +104,7 @@ class LinuxDataplane:
     def _index(ipr: IPRoute, name: str) -> int | None:
         try:
             return ipr.link("get", ifname=name)[0]["index"]
-        except NetlinkError as exc:
+        except _netlink_errors() as exc:
             if exc.code in (errno.ENODEV, errno.ENOENT):
                 return None
             raise
@@ -109,12 +125,41 @@ class LinuxDataplane:
         if known is not None:
             return known
         try:
-            with self._bridge_lock(name):
-                info = self._ensure_bridge_locked(name, mtu, uplink, gateway)
-        except NetlinkError as exc:
+            info = self._bridge_ready(name, uplink, gateway)
+            if info is None:
+                with self._bridge_lock(name):
+                    info = self._ensure_bridge_locked(name, mtu, uplink, gateway)
+        except _netlink_errors() as exc:
             raise _fail(f"cannot set up bridge {name}", exc) from None
         self._bridges[key] = info
         return info
+
+    def _bridge_ready(self, name: str, uplink: str, gateway: str) -> BridgeInfo | None:
+        """The bridge when an earlier call finished setting it up (every ADD of a process that
+        runs once, i.e. without vnetd): a few light requests, no lock, no pyroute2. It checks
+        what the set-up ends with, so a set-up still under way elsewhere is never taken for
+        done: up, br_netfilter's flag on; with an uplink: enslaved, its global addresses moved
+        (the last step of adoption) and the node's frames routed (node_frames.py); otherwise
+        the gateway address on the bridge. None: set it up (under the node-wide lock)."""
+        ch = self._channel()
+        bridge = ch.link(name)
+        if (bridge is None or bridge.kind != "bridge" or not bridge.up
+                or not nlmsg.uint(bridge.info_data().get(nlmsg.IFLA_BR_NF_CALL_IPTABLES))):
+            return None
+        if uplink:
+            up = ch.link(uplink)
+            if up is None or up.master != bridge.index:
+                return None
+            if any(a.index == up.index and a.scope == 0 for a in ch.addresses()):
+                return None
+            if node_frames.installed(up.index) != [bridge.index]:
+                return None
+        elif gateway:
+            iface = ipaddress.ip_interface(gateway)
+            if not any(a.index == bridge.index and a.address == str(iface.ip) and a.prefixlen == iface.network.prefixlen
+                       for a in ch.addresses(_AF[iface.version])):
+                return None
+        return BridgeInfo(name, bridge.mac, bridge.index)
 
     def _ensure_bridge_locked(self, name: str, mtu: int, uplink: str, gateway: str) -> BridgeInfo:
         ipr = self.ipr
@@ -130,7 +175,7 @@ class LinuxDataplane:
             mac = ipr.get_links(up_idx)[0].get_attr("IFLA_ADDRESS") if up_idx else _local_mac()
             try:
                 ipr.link("add", ifname=name, kind="bridge", address=mac, mtu=mtu)
-            except NetlinkError as exc:
+            except _netlink_errors() as exc:
                 if exc.code != errno.EEXIST:
                     raise
             idx = self._index(ipr, name)
@@ -145,7 +190,7 @@ class LinuxDataplane:
         elif gateway:
             iface = ipaddress.ip_interface(gateway)
             nodad = {"flags": 0x02} if iface.version == 6 else {}  # IFA_F_NODAD: the gateway answers at once
-            with contextlib.suppress(NetlinkError):  # EEXIST: already there
+            with contextlib.suppress(*_netlink_errors()):  # EEXIST: already there
                 ipr.addr("add", index=idx, address=str(iface.ip), prefixlen=iface.network.prefixlen, **nodad)
         link = ipr.get_links(idx)[0]
         return BridgeInfo(name, link.get_attr("IFLA_ADDRESS"), idx)
@@ -178,7 +223,7 @@ class LinuxDataplane:
         for addr, plen, fam in addrs:
             try:
                 ipr.addr("add", index=br_idx, address=addr, prefixlen=plen)
-            except NetlinkError as exc:
+            except _netlink_errors() as exc:
                 if exc.code != errno.EEXIST:
                     raise
         for fam, dst, dlen, gw, prio in routes:
@@ -190,7 +235,7 @@ class LinuxDataplane:
         for addr, plen, fam in addrs:
             try:
                 ipr.addr("del", index=up_idx, address=addr, prefixlen=plen)
-            except NetlinkError as exc:
+            except _netlink_errors() as exc:
                 if exc.code != errno.EADDRNOTAVAIL:  # gone already
                     raise
 
@@ -200,17 +245,20 @@ class LinuxDataplane:
         node reconfiguration: restart vnetd)."""
         mtu = self._mtus.get(uplink)
         if mtu is None:
-            idx = self._index(self.ipr, uplink)
-            if idx is None:
+            try:
+                link = self._channel().link(uplink)
+            except NetlinkError as exc:
+                raise _fail(f"cannot read uplink {uplink}", exc) from None
+            if link is None:
                 raise CNIError(DATAPLANE_FAILURE, f"uplink interface {uplink!r} does not exist on this node")
-            mtu = self._mtus[uplink] = self.ipr.get_links(idx)[0].get_attr("IFLA_MTU")
+            mtu = self._mtus[uplink] = link.mtu
         return mtu
 
     def _bridge_index(self, name: str) -> int | None:
         for (bridge, _, _), info in self._bridges.items():
             if bridge == name:
                 return info.index
-        return self._index(self.ipr, name)
+        return self._channel().link_index(name)
 
     def create_pod_link(self, spec: PodLinkSpec) -> PodLink:
         """One netlink request creates the pair with the pod end inside the pod's namespace,
@@ -332,15 +380,14 @@ class LinuxDataplane:
 
     def node_facts(self, bridge: str) -> NodeFacts:
         """What the node's settings are for Services over the bridge (prereqs.py judges them)."""
+        from .prereqs import NodeFacts
+
         call = _sysctl("net/bridge/bridge-nf-call-iptables")
-        idx = self._index(self.ipr, bridge)
-        flag = False
-        if idx is not None:
-            link = self.ipr.get_links(idx)[0]
-            flag = bool(link.get_nested("IFLA_LINKINFO", "IFLA_INFO_DATA", "IFLA_BR_NF_CALL_IPTABLES"))
+        link = self._channel().link(bridge) if bridge else None
+        flag = bool(link is not None and nlmsg.uint(link.info_data().get(nlmsg.IFLA_BR_NF_CALL_IPTABLES)))
         return NodeFacts(br_netfilter=os.path.isdir("/proc/sys/net/bridge"), bridge_nf_call_iptables=call,
                          ip_forward=_sysctl("net/ipv4/ip_forward") or 0, bridge=bridge,
-                         bridge_exists=idx is not None, bridge_nf_flag=flag)
+                         bridge_exists=link is not None, bridge_nf_flag=flag)
 
     def inspect_host(self, host_ifname: str) -> HostView:
         idx = self._index(self.ipr, host_ifname)

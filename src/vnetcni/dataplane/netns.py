@@ -18,7 +18,7 @@ import ctypes
 import errno
 import os
 import threading
-from typing import Iterator
+from collections.abc import Iterator
 
 CLONE_NEWNET = 0x40000000
 NETNS_DIR = "/run/netns"  # where `ip netns add NAME` bind-mounts a named namespace

@@ -21,7 +21,7 @@ bridge's receive path, which they skip). It still learns them from their ARP and
 from traffic to pods; until it does, a frame the node sends to such a peer is flooded to the
 bridge's ports, as any unknown unicast is.
 
-Requests are plain rtnetlink messages (pyroute2's u32 encoder cannot express the negative offsets
+Requests are plain rtnetlink messages (nlmsg.py's attributes; pyroute2's u32 encoder cannot express the negative offsets
 a MAC match needs); this runs on the cold path only, when vnet sets up its bridge.
 """
 
@@ -31,8 +31,7 @@ import errno
 import socket
 import struct
 
-from pyroute2.netlink.exceptions import NetlinkError
-
+from .nlmsg import NetlinkError, attr as _attr, attrs as _attrs
 from .rtnl import RtnlChannel
 
 RTM_NEWQDISC, RTM_NEWTFILTER, RTM_DELTFILTER, RTM_GETTFILTER = 36, 44, 45, 46
@@ -51,11 +50,6 @@ TC_U32_TERMINAL = 1
 PRIORITY = 0x2A  # the filter's preference on the uplink's ingress; vnet owns it
 
 _TCMSG = struct.Struct("=BxxxiIII")
-
-
-def _attr(kind: int, payload: bytes) -> bytes:
-    head = struct.pack("=HH", 4 + len(payload), kind)
-    return head + payload + b"\0" * (-len(payload) % 4)
 
 
 def _nest(kind: int, *attrs: bytes) -> bytes:
@@ -84,17 +78,6 @@ def _redirect_filter(uplink: int, bridge: int, mac: str) -> bytes:
                    _nest(TCA_ACT_OPTIONS, _attr(TCA_MIRRED_PARMS, mirred)))
     return (_tcmsg(uplink, TC_H_INGRESS, info=_filter_info()) + _attr(TCA_KIND, b"u32\0")
             + _nest(TCA_OPTIONS, _attr(TCA_U32_SEL, sel), _nest(TCA_U32_ACT, action)))
-
-
-def _attrs(buf: bytes) -> dict[int, bytes]:
-    out, offset = {}, 0
-    while offset + 4 <= len(buf):
-        length, kind = struct.unpack_from("=HH", buf, offset)
-        if length < 4:
-            break
-        out[kind & ~NLA_F_NESTED] = buf[offset + 4:offset + length]
-        offset += (length + 3) & ~3
-    return out
 
 
 def _redirect_target(body: bytes) -> int | None:

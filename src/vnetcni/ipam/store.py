@@ -16,14 +16,18 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable, Iterator
-from typing import TypeVar
+
+TYPE_CHECKING = False  # typing itself is not imported at run time (plugin start-up cost)
+if TYPE_CHECKING:
+    from typing import TypeVar
 
 from ..cni.errors import CNIError, STATE_CORRUPT
 from ..node.layout import IPAM_FILE, NodeLayout
 from ..state.durable import DurableDocument
 from .model import KIND, SCHEMA_VERSION, IpamState
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    T = TypeVar("T")
 CORRUPT_PREFIX = IPAM_FILE + ".corrupt-"
 
 

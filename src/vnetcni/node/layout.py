@@ -34,7 +34,8 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+
+from ..cni._record import FrozenRecord
 
 DEFAULT_STATE_DIR = "/var/run/vnet"
 SOCKET_NAME = "vnetd.sock"
@@ -52,12 +53,16 @@ class LayoutError(ValueError):
     """The configuration names no usable state directory (the plugins answer INVALID_CONFIG)."""
 
 
-@dataclass(frozen=True)
-class NodeLayout:
-    state_dir: str = DEFAULT_STATE_DIR
-    vnetd_timeout: float = DEFAULT_VNETD_TIMEOUT
+class NodeLayout(FrozenRecord):
+    """A record, not a dataclass: every plugin call builds one (dataclasses costs ~20 ms of
+    imports to a plugin started without vnetd)."""
 
-    def __post_init__(self) -> None:
+    __slots__ = ("state_dir", "vnetd_timeout")
+    state_dir: str
+    vnetd_timeout: float
+
+    def __init__(self, state_dir: str = DEFAULT_STATE_DIR, vnetd_timeout: float = DEFAULT_VNETD_TIMEOUT) -> None:
+        self._set(state_dir=state_dir, vnetd_timeout=vnetd_timeout)
         t = self.vnetd_timeout
         if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 < t <= MAX_VNETD_TIMEOUT:
             raise LayoutError(f"vnetdTimeoutSeconds must be a number of seconds in (0, {MAX_VNETD_TIMEOUT:g}], "
@@ -70,7 +75,7 @@ class NodeLayout:
             size = -1
         if "\0" in self.state_dir or not 0 < size <= MAX_STATE_DIR:
             raise LayoutError(f"stateDir is not a usable path: {self.state_dir[:80]!r}")
-        object.__setattr__(self, "state_dir", os.path.normpath(self.state_dir))
+        self._set(state_dir=os.path.normpath(self.state_dir))
 
     # --- finding the layout ----------------------------------------------------------------
     @classmethod

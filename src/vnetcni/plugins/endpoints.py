@@ -8,13 +8,13 @@ document unreadable (code 101, naming the record and the field), never a KeyErro
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 from collections.abc import Iterable, Iterator
 
 from ..cni._record import Record
 from ..ipam.model import looks_like_cidr
 from ..node.layout import DEFAULT_STATE_DIR, NodeLayout
+from ..state.digest import sha256_hex
 from ..state.durable import CorruptState, DurableDocument
 
 KIND = "vnet-endpoints"
@@ -28,7 +28,7 @@ def endpoint_key(network: str, container_id: str, ifname: str) -> str:
 def host_ifname(network: str, container_id: str, ifname: str) -> str:
     """Deterministic host-side name: 'azv' + 11 hex characters of a hash of the attachment,
     so DEL finds the veth even without a record (15 characters, the kernel's limit)."""
-    digest = hashlib.sha256(endpoint_key(network, container_id, ifname).encode()).hexdigest()
+    digest = sha256_hex(endpoint_key(network, container_id, ifname).encode())
     return "azv" + digest[:11]
 
 

@@ -24,9 +24,9 @@ for one attachment never interleave, in vnetd or in-process.
 from __future__ import annotations
 
 import contextlib
-import datetime
 import ipaddress
-from typing import Callable
+import time
+from collections.abc import Callable
 
 from ..cni import deadline
 from ..cni import errors as E
@@ -258,7 +258,7 @@ class VnetPlugin:
                 ipam_state_dir=ipam_cfg.state_dir if ipam_cfg else "",
                 cooldown_seconds=ipam_cfg.cooldown_seconds if ipam_cfg else None,
                 boot_id=boot_id(),
-                created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                created=time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()),  # ISO 8601, UTC (no datetime import)
             )
             store.put(record)
             recorded = True

@@ -16,16 +16,16 @@ ADD (or DEL) is still in flight.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 from collections.abc import Iterable, Iterator
 
 from ..cni import deadline
 from . import locks
+from .digest import sha256_hex
 
 
 def lock_path(lock_dir: str, network: str, container_id: str, ifname: str) -> str:
-    digest = hashlib.sha256(f"{network}/{container_id}/{ifname}".encode()).hexdigest()[:32]
+    digest = sha256_hex(f"{network}/{container_id}/{ifname}".encode())[:32]
     return os.path.join(lock_dir, f"attachment-{digest}.lock")
 
 

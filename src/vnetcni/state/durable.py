@@ -22,7 +22,10 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+
+TYPE_CHECKING = False  # typing itself is not imported at run time (plugin start-up cost)
+if TYPE_CHECKING:
+    from typing import Any
 
 from ..cni.errors import CNIError, IO_FAILURE, STATE_CORRUPT
 from .locks import DEFAULT_TIMEOUT as DEFAULT_LOCK_TIMEOUT, flocked
