@@ -155,7 +155,7 @@ def test_status_lists_every_pod_and_node(cluster):
     out = subprocess.run([VNETCTL, "fabric", "status", "--name", cluster.rec.name, "--json"],
                          capture_output=True, text=True, env=env, check=True)
     data = json.loads(out.stdout)
-    assert data["healthy"] is True
+    assert data["healthy"] is True, data["problems"]
     assert len(data["pods"]) == NODES * IPS
     assert [(n["name"], n["pods"], n["pool"]["in_use"]) for n in data["nodes"]] == \
         [(f"node{i}", IPS, IPS) for i in range(1, NODES + 1)]

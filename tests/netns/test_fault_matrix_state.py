@@ -31,8 +31,9 @@ PORT = 8080
 URL = f"http://127.0.0.1:{PORT}/machine/plugins?comp=nmagent&type=getinterfaceinfov1"
 MAC, PRIMARY = "000D3A51C490", "10.240.0.35"
 VNETD_TIMEOUT = 5.0  # the front door's default vnetdTimeoutSeconds
-# A call's deadline: through vnetd, the front door's; in-process, a lock wait (state/locks.py,
-# 10 s) plus a metadata query (metadataTimeoutSeconds) plus the plugin's own start and work.
+# A call's deadline: through vnetd, the front door's; in-process, short lock waits (no cell keeps
+# a holder stopped: none runs to state/locks.py's 60 s default) plus a metadata query
+# (metadataTimeoutSeconds) plus the plugin's own start and work.
 DEADLINES = {"vnetd": VNETD_TIMEOUT + 3.0, "in-process": 10.0 + 2 * 1.0 + 10.0}
 MODES = ["vnetd", "in-process"]
 

@@ -29,8 +29,9 @@ from support.invariants import (CallLog, allocations, check_calls, endpoint_reco
 from support.vnetd import Daemon
 
 VNETD_TIMEOUT = 3.0  # vnetdTimeoutSeconds: how long a front door waits on vnetd
-# What a call may take: vnetd's deadline, or in-process the attachment lock's default wait (10 s)
-# plus the interpreter's start on a loaded 2-core machine.
+# What a call may take: vnetd's deadline, or in-process its short lock waits (no holder stays
+# stopped in-process here, so none runs to the lock's 60 s default) plus the interpreter's start
+# on a loaded 2-core machine.
 CALL_DEADLINE = 20.0
 
 

@@ -138,6 +138,24 @@ def test_a_call_waits_for_the_attachment_and_gives_up_at_its_deadline(node):
     assert not os.path.exists(path)  # its DEL removes it
 
 
+def test_a_call_waits_for_the_attachment_until_its_own_deadline_not_the_lock_default(node, monkeypatch):
+    """Contention is not a stuck holder: a call whose caller still waits keeps waiting past the
+    lock's default (made tiny here) and gets the attachment when its holder is done."""
+    dp, plugin, _, sd = node
+    monkeypatch.setattr(locks, "DEFAULT_TIMEOUT", 0.05)
+    path = attachments.lock_path(os.path.join(sd, "locks"), "vnet", "c1", "eth0")
+    fd = locks.acquire(path, timeout=1, transient=True)
+    releaser = threading.Timer(0.5, locks.release, (path, fd))
+    releaser.start()
+    try:
+        with deadline.scope(time.monotonic() + 20):
+            code, answer = call(plugin, "ADD", sd)
+    finally:
+        releaser.join()
+    assert code == 0, answer
+    assert allocations(sd) == {"c1": answer["ips"][0]["address"]}
+
+
 def test_other_attachments_do_not_wait(node):
     dp, plugin, _, sd = node
     with locks.flocked(attachments.lock_path(os.path.join(sd, "locks"), "vnet", "c1", "eth0"), transient=True):

@@ -33,16 +33,19 @@ def lock_path(lock_dir: str, network: str, container_id: str, ifname: str) -> st
 def exclusive(lock_dirs: Iterable[str], network: str, container_id: str, ifname: str,
               last: bool = False) -> Iterator[None]:
     """Hold the attachment's lock in each lock directory (in the order given; re-entrant on this
-    thread), waiting at most until the call's deadline. `last` (a DEL): the lock file is removed
-    on release."""
+    thread), waiting until the call's deadline (none: locks.DEFAULT_TIMEOUT). `last` (a DEL):
+    the lock file is removed on release."""
     what = f"attachment {network}/{container_id}/{ifname}"
     call = deadline.current()
     until = None if call is None else call.deadline
     keep = None if call is None else call.until_answered  # vnetd: held until the answer is sent
     with contextlib.ExitStack() as stack:
         for sd in dict.fromkeys(lock_dirs):
+            # A call with a deadline waits until it (giving up earlier would fail a call whose
+            # caller still waits); one without waits the lock's default.
             release = locks.hold(lock_path(sd, network, container_id, ifname), deadline=until,
-                                 timeout=locks.DEFAULT_TIMEOUT, purpose=what, transient=True, remove=last)
+                                 timeout=None if until is not None else locks.DEFAULT_TIMEOUT,
+                                 purpose=what, transient=True, remove=last)
             if keep is not None:
                 keep.append(release)
             else:

@@ -30,10 +30,15 @@ from collections.abc import Iterator
 from ..cni import deadline as deadline_
 from ..cni.errors import CNIError, IO_FAILURE, TRY_AGAIN_LATER
 
-# How long a call waits for a lock unless it says otherwise: well under a runtime's CNI timeout
-# (kubelet gives a call minutes; the front door's deadline is seconds), and far above a normal
-# holder's critical section (a durable write takes milliseconds, a whole ADD tens of them).
-DEFAULT_TIMEOUT = 10.0
+# How long a wait lasts when its call has no deadline of its own (a plugin the runtime runs
+# in-process: it kills the plugin on its own timeout; kubelet allows a CRI call 2 minutes) or
+# for state-file locks: generous, because ordinary contention must not fail a call. A queue of
+# contenders is not a stuck holder: 64 ADD/DEL processes at once on a 2-core node each hold
+# ipam.json for one fsynced write (milliseconds idle, up to hundreds of ms under I/O load), so
+# the last waits seconds (the former 10 s could end such a burst's calls with code 11 on a
+# loaded machine). Still a deadline: a stopped holder ends a call with code 11, never a hang.
+# A call through vnetd waits for its attachment until its own deadline (cni/deadline.py).
+DEFAULT_TIMEOUT = 60.0
 
 _FIRST_SLEEP = 0.0005
 _MAX_SLEEP = 0.02
