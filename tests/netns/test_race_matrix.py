@@ -26,7 +26,7 @@ import pytest
 from support.cni import metadata_xml, wait_for
 from support.invariants import (CallLog, allocations, check_calls, endpoint_records, node_problems,
                                 node_veths, pod_addresses, write_report)
-from support.vnetd import Daemon
+from support.vnetd import Daemon, wait_for_teardowns
 
 VNETD_TIMEOUT = 3.0  # vnetdTimeoutSeconds: how long a front door waits on vnetd
 # What a call may take: vnetd's deadline, or in-process its short lock waits (no holder stays
@@ -121,7 +121,8 @@ class Node:
         return out
 
     def settle(self) -> None:
-        """Wait until no call holds an attachment's lock (files stay until the DEL, unheld)."""
+        """Wait until no call holds an attachment's lock (files stay until the DEL, unheld) and
+        vnetd's reaper has finished every teardown a DEL answered before the veth was gone."""
         from vnetcni.state.locks import is_held
 
         lock_dir = os.path.join(self.sd, "locks")
@@ -134,6 +135,8 @@ class Node:
             return not any(is_held(os.path.join(lock_dir, n)) for n in names if n.startswith("attachment-"))
 
         wait_for(idle, timeout=30, what="calls in flight to finish")
+        wait_for_teardowns(self.sd)
+        wait_for(idle, timeout=30, what="vnetd's reaper to let go of the attachments")
 
     def clean_up_and_check(self) -> None:
         """The runtime deletes every pod: the node must be left with nothing."""
@@ -297,6 +300,7 @@ def test_vnetd_sigstop(node, round_):
     assert all(code == 0 or (out or {}).get("code") == 11 for _, _, code, out in results), results
     assert_failed_adds_left_nothing(node, failed)
     node.burst([("DEL", cid, False) for cid in undeleted] or [("DEL", next(iter(node.pods)), False)])
+    node.settle()
     node.assert_invariants()
     if any(code != 0 for *_, code, _ in results):
         status = subprocess.run(["ip", "netns", "exec", node.name, os.path.join(os.path.dirname(sys.executable),

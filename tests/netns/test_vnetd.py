@@ -11,7 +11,7 @@ import subprocess
 import pytest
 
 from support.cni import links, metadata_xml, run_plugin, wait_for
-from support.vnetd import VNETD, Daemon
+from support.vnetd import VNETD, Daemon, wait_for_teardowns
 
 
 @pytest.fixture
@@ -85,6 +85,7 @@ def test_daemon_and_in_process_give_identical_results_and_state(cni_bin, namespa
         assert r.ok, r
         bad = run_plugin(vnet, "ADD", dict(conf, mtu=5), node=node, container_id="x", netns=pods[0][1],
                          cni_path=cni_bin)
+        wait_for_teardowns(sd)  # vnetd answers a DEL before its veth is gone; its reaper finishes it
         outcomes[mode] = (results, ipam_allocations(sd), endpoint_view(sd), bad.code, bad.out)
         served = d.served()
         if mode == "daemon":
@@ -139,6 +140,7 @@ def test_daemon_restart_mid_burst_leaves_no_half_state(cni_bin, node_ns, pod_ns,
     assert sorted(l for l in links(node_ns) if l.startswith("azv")) == sorted(e["hostIfName"] for e in eps.values())
     for i in range(24):
         assert run_plugin(vnet, "DEL", conf, node=node_ns, container_id=f"ctr{i}", netns="", cni_path=cni_bin).ok
+    wait_for_teardowns(state_dir)
     assert ipam_allocations(state_dir) == {} and endpoint_view(state_dir) == {}
     assert not [l for l in links(node_ns) if l.startswith("azv")]
     assert second.served(), "the restarted daemon served the retries"

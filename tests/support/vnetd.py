@@ -15,6 +15,21 @@ from vnetcni.daemon.client import listening
 VNETD = str(Path(sys.executable).with_name("vnetd"))
 
 
+def tearing_down(state_dir: str) -> list[str]:
+    """The attachments whose DEL vnetd answered before their veth was gone (its reaper's work)."""
+    try:
+        with open(os.path.join(state_dir, "endpoints.json")) as f:
+            records = json.load(f).get("endpoints") or {}
+    except FileNotFoundError:
+        return []
+    return [key for key, rec in records.items() if rec.get("tearingDown")]
+
+
+def wait_for_teardowns(state_dir: str, timeout: float = 30) -> None:
+    """Until vnetd's reaper has removed every answered DEL's veth, address and record."""
+    wait_for(lambda: not tearing_down(state_dir), timeout=timeout, what="vnetd's reaper to finish the teardowns")
+
+
 class Daemon:
     """vnetd run with `ip netns exec NODE vnetd ...` (exec'd: the process is vnetd itself)."""
 

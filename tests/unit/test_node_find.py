@@ -50,7 +50,7 @@ def test_status_reads_the_state_the_installed_conflist_names(node):
     data = json.loads(runner.invoke(app, ["status", "--cni-conf-dir", str(conf), "-o", "json"]).stdout)
     assert data["node"] == {"state_dir": str(state), "source": f"conflist {conf}/10-vnet.conflist; note: "
                             "05-other.conflist sorts before it, and runtimes use the first"}
-    assert data["vnetd"]["running"] is False and data["endpoints"] == {"recorded": 0, "stale": 0}
+    assert data["vnetd"]["running"] is False and data["endpoints"] == {"recorded": 0, "stale": 0, "tearing_down": 0}
 
 
 def test_every_node_command_finds_the_node_and_says_so(node):

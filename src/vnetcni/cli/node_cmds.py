@@ -117,13 +117,14 @@ def endpoints(
         wide = output == Output.wide
         cols = ["pod", "container", "address", "host if", "netns"]
         if wide:
-            cols += ["network", "if", "mac", "bridge", "created"]
+            cols += ["network", "if", "mac", "bridge", "created", "state"]
         rows = []
         for rec in ordered:
             row = [_pod_name(rec), rec.container_id if wide else rec.container_id[:12],
                    ", ".join(rec.ips), rec.host_ifname, rec.netns or "-"]
             if wide:
-                row += [rec.network, rec.ifname, rec.mac, rec.bridge, rec.created]
+                row += [rec.network, rec.ifname, rec.mac, rec.bridge, rec.created,
+                        f"tearing down since {rec.tearing_down}" if rec.tearing_down else "attached"]
             rows.append(row)
         table(f"vnet endpoints in {found.state_dir}", cols, rows)
         if not records:
@@ -234,7 +235,8 @@ def status_data(found) -> dict:
         stale, _unverified, _live = classify(records, dp)
     finally:
         dp.close()
-    data["endpoints"] = {"recorded": len(records), "stale": len(stale)}
+    data["endpoints"] = {"recorded": len(records), "stale": len(stale),
+                         "tearing_down": sum(1 for r in records.values() if r.tearing_down)}
     data["services"] = _prerequisites(records, layout)
     return data
 
@@ -267,8 +269,10 @@ def status(
             err = f"; last metadata error: {pool['last_error']}" if pool["last_error"] else ""
             typer.echo(f"pool:       {pool['in_use']} of {pool['size']} addresses in use ({learned}){err}")
         ep = data["endpoints"]
-        typer.echo(f"endpoints:  {ep['recorded']} recorded, {ep['stale']} stale (run `vnetctl gc`)" if ep["stale"]
-                   else f"endpoints:  {ep['recorded']} recorded")
+        line = f"endpoints:  {ep['recorded']} recorded"
+        if ep["tearing_down"]:
+            line += f", {ep['tearing_down']} tearing down (DEL answered; vnetd removes the veth, then frees the address)"
+        typer.echo(line + (f", {ep['stale']} stale (run `vnetctl gc`)" if ep["stale"] else ""))
         if v["deadlines"] is not None:
             typer.echo(f"deadlines:  {v['deadlines']['summary']}")
         svc = data["services"]

@@ -25,13 +25,13 @@ class _Handlers:
     """The warm handlers: one vnet plugin (shared dataplane, per-thread netlink sockets) and one
     vnet-ipam that leaves the pool refresh to the background thread."""
 
-    def __init__(self, refresher) -> None:
+    def __init__(self, refresher, reaper=None) -> None:
         from ..ipam.config import IpamConfig
         from ..ipam.plugin import IpamPlugin
         from ..plugins.vnet import VnetPlugin
 
         self._ipam = IpamPlugin(refresh_on_add=False)
-        self._vnet = VnetPlugin(ipam=self._ipam)
+        self._vnet = VnetPlugin(ipam=self._ipam, teardown=reaper)  # DEL answers before the veth is gone
         self._refresher = refresher
         self._config = IpamConfig
         self.by_name = {"vnet": _Observed(self._vnet, self), "vnet-ipam": _Observed(self._ipam, self)}
@@ -181,18 +181,23 @@ def _build_app():
                                      "removes it)."),
         cni_conf_dir: str = typer.Option("/etc/cni/net.d", "--cni-conf-dir", help="Where --conflist goes."),
         conflist_name: str = typer.Option("10-vnet.conflist", "--conflist-name", help="Its file name there."),
+        teardown_batch_ms: int = typer.Option(0, "--teardown-batch-ms", min=0, max=60000,
+                                              help="A DEL is answered before its veth is gone; the reaper then "
+                                              "waits this long for more DELs and removes their veths in one "
+                                              "batch (their addresses stay held until then)."),
         _v: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                 help="Print the version and exit."),
     ) -> None:
         raise typer.Exit(serve(state_dir, metrics_port, metrics_address, log_file or None, no_reconcile,
-                               conflist or None, cni_conf_dir, conflist_name))
+                               conflist or None, cni_conf_dir, conflist_name, teardown_batch_ms / 1000))
 
     return cmd
 
 
 def serve(state_dir: str, metrics_port: int = 0, metrics_address: str = "127.0.0.1",
           log_file: str | None = None, no_reconcile: bool = False, conflist: str | None = None,
-          cni_conf_dir: str = "/etc/cni/net.d", conflist_name: str = "10-vnet.conflist") -> int:
+          cni_conf_dir: str = "/etc/cni/net.d", conflist_name: str = "10-vnet.conflist",
+          teardown_batch_seconds: float = 0.0) -> int:
     from .refresher import PoolRefresher
     from .server import DaemonRunning, Server
 
@@ -222,7 +227,10 @@ def serve(state_dir: str, metrics_port: int = 0, metrics_address: str = "127.0.0
         except (ConflistError, OSError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-    handlers = _Handlers(refresher)
+    from .reaper import Reaper
+
+    reaper = Reaper(state_dir, batch_seconds=teardown_batch_seconds)
+    handlers = _Handlers(refresher, reaper)
     try:
         write_log = _logger(log_file)
     except OSError as exc:
@@ -252,6 +260,14 @@ def serve(state_dir: str, metrics_port: int = 0, metrics_address: str = "127.0.0
     # node's state already pruned of endpoints whose pod is known to be gone.
     if not no_reconcile:
         _reconcile(state_dir, log)
+    # Teardowns a previous vnetd answered but did not finish (it was killed): done before serving.
+    try:
+        finished = reaper.reap_all()
+    except Exception as exc:  # noqa: BLE001 - the reaper's rounds try again
+        log.warning("finishing pending teardowns failed: %s", getattr(exc, "msg", exc))
+    else:
+        if finished:
+            log.info("finished %d teardown(s) a previous vnetd left pending", finished)
     learned = refresher.learn_from_state([state_dir, *_ipam_dirs(state_dir)])
     if learned:
         log.info("refreshing the pool(s) in %s", ", ".join(learned))
@@ -266,6 +282,7 @@ def serve(state_dir: str, metrics_port: int = 0, metrics_address: str = "127.0.0
     except OSError as exc:
         print(f"error: cannot listen in {state_dir}: {exc}", file=sys.stderr)
         return 1
+    reaper.start()
     refresher.start()
     if installer is not None:
         installer.start()
@@ -282,6 +299,7 @@ def serve(state_dir: str, metrics_port: int = 0, metrics_address: str = "127.0.0
     if installer is not None:
         installer.stop()  # the conflist stays: a restart or an upgrade must not flip the node NotReady
     server.stop()
+    reaper.stop()  # finishes what is marked: a clean stop leaves no veth behind
     refresher.stop()
     handlers.close()
     if metrics is not None:

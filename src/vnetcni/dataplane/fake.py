@@ -66,6 +66,9 @@ class FakeDataplane:
         self.pods.pop((host["netns"], host["ifname"]), None)
         return True
 
+    def delete_pod_links(self, host_ifnames: list[str]) -> list[str]:
+        return [name for name in host_ifnames if self.delete_pod_link(name)]
+
     def begin_delete_pod_link(self, host_ifname: str):
         done = self.delete_pod_link(host_ifname)
         return lambda: done

@@ -26,6 +26,7 @@ IFA_F_NODAD = nl.IFA_F_NODAD
 _HEADER = nl.HEADER
 _CREATE = nl.NLM_F_REQUEST | nl.NLM_F_ACK | nl.NLM_F_CREATE | nl.NLM_F_EXCL
 _CHANGE = nl.NLM_F_REQUEST | nl.NLM_F_ACK
+IFLA_GROUP = 27
 _GONE = (errno.ENODEV, errno.ENOENT)
 
 __all__ = ["RtnlChannel", "NetlinkError", "NUD_PERMANENT"]
@@ -137,6 +138,21 @@ class RtnlChannel:
             if exc.code in _GONE:
                 return False
             raise
+
+    def set_group(self, name: str, group: int) -> bool:
+        """Put a link in link group `group` (by name); False when there is no such link."""
+        try:
+            self.request_raw(nl.RTM_NEWLINK, _CHANGE, nl.link_by_name(name) + nl.u32(IFLA_GROUP, group))
+            return True
+        except NetlinkError as exc:
+            if exc.code in _GONE:
+                return False
+            raise
+
+    def delete_group(self, group: int) -> None:
+        """Delete every link of link group `group` in one request (`ip link delete group N`):
+        the kernel unregisters them as one batch, one RCU grace period for all."""
+        self.request_raw(nl.RTM_DELLINK, _CHANGE, nl.IFINFO.pack(0, 0, 0, 0, 0) + nl.u32(IFLA_GROUP, group))
 
     # --- addresses, routes and neighbours -------------------------------------------------------
     def addresses(self, family: int = socket.AF_UNSPEC) -> list[nl.Address]:

@@ -51,8 +51,8 @@ _STRINGS = (("network", "network", True), ("container_id", "containerId", True),
             ("mac", "mac", False), ("host_mac", "hostMac", False), ("gateway", "gateway", False),
             ("netns", "netns", False), ("pod_name", "podName", False), ("pod_namespace", "podNamespace", False),
             ("ipam", "ipam", False), ("ipam_state_dir", "ipamStateDir", False), ("created", "created", False),
-            ("boot_id", "bootId", False))
-_OPTIONAL_KEYS = {"bridgeMac", "ipamStateDir", "bootId", "mode"}  # written only when set (older records lack them)
+            ("boot_id", "bootId", False), ("tearing_down", "tearingDown", False))
+_OPTIONAL_KEYS = {"bridgeMac", "ipamStateDir", "bootId", "mode", "tearingDown"}  # written only when set (older records lack them)
 
 
 class EndpointRecord(Record):
@@ -76,6 +76,8 @@ class EndpointRecord(Record):
     ipam_state_dir: str  # where vnet-ipam allocated the address ("" for another IPAM)
     created: str  # ISO 8601
     boot_id: str  # the kernel boot the pod was attached in ("" in older records)
+    tearing_down: str  # ISO 8601 time of a DEL answered before its veth was gone ("" otherwise):
+    #   vnetd's reaper (daemon/reaper.py) removes the veth, then releases the address, then the record
     ips: list  # CIDR strings
     gateways: list  # the pod's gateway per IP family (gateway: the first)
     routes: list  # [{"dst": CIDR, "gw": address (optional)}]
@@ -263,6 +265,27 @@ class EndpointStore:
             return True
 
         return self._apply(change)
+
+    def mark_tearing_down(self, key: str, when: str) -> EndpointRecord | None:
+        """Mark the attachment's record "tearing down" (durably; once: a repeated DEL writes
+        nothing). Returns the record, or None when there is none."""
+        def change(table):
+            rec = table.get(key)
+            if rec is not None and not rec.tearing_down:
+                rec = table[key] = EndpointRecord.from_dict(dict(rec.to_dict(), tearingDown=when))
+            return rec
+
+        try:
+            rec = self.get(key)
+        except CorruptState:
+            rec = None
+        if rec is None or rec.tearing_down:
+            return rec  # nothing to mark, or marked already: nothing to write
+        return self._apply(change)
+
+    def tearing_down(self) -> dict[str, EndpointRecord]:
+        """The records of attachments whose DEL was answered before their veth was gone."""
+        return {k: r for k, r in self.all().items() if r.tearing_down}
 
     def remove_many(self, keys: Iterable[str]) -> None:
         keys = list(keys)

@@ -214,20 +214,26 @@ def _prune(state_dir: str, store: EndpointStore, dataplane, item: Stale, clock, 
 
 
 def _release(ipam_dir: str, rec: EndpointRecord, now: float) -> None:
+    release_addresses(ipam_dir, [rec], now)
+
+
+def release_addresses(ipam_dir: str, records: list[EndpointRecord], now: float) -> None:
+    """Release the vnet-ipam allocations these records held, in one write of ipam.json; each
+    only if it still holds the record's address, and with the cooldown it was allocated under."""
     from ..ipam.allocator import release
     from ..ipam.config import DEFAULT_COOLDOWN_SECONDS
     from ..ipam.model import allocation_key
     from ..ipam.store import IpamStore
 
-    key = allocation_key(rec.network, rec.container_id, rec.ifname)
-    ips = {ip.split("/")[0] for ip in rec.ips}
-    # The pod is gone, but stale ARP elsewhere may still point here: the cooldown its address
-    # was allocated under applies (older records: the default).
-    cooldown = DEFAULT_COOLDOWN_SECONDS if rec.cooldown_seconds is None else rec.cooldown_seconds
-
     def change(state):
-        alloc = state.allocations.get(key)
-        if alloc is not None and alloc.ip in ips:  # only the address this record held
-            release(state, key, now, cooldown)
+        for rec in records:
+            key = allocation_key(rec.network, rec.container_id, rec.ifname)
+            ips = {ip.split("/")[0] for ip in rec.ips}
+            # The pod is gone, but stale ARP elsewhere may still point here: the cooldown its
+            # address was allocated under applies (older records: the default).
+            cooldown = DEFAULT_COOLDOWN_SECONDS if rec.cooldown_seconds is None else rec.cooldown_seconds
+            alloc = state.allocations.get(key)
+            if alloc is not None and alloc.ip in ips:  # only the address this record held
+                release(state, key, now, cooldown)
 
     IpamStore(ipam_dir).apply(change)

@@ -16,6 +16,11 @@ ADD   IPAM allocates -> bridge ensured (bridge mode) -> veth created with its po
       A repeated ADD of a complete attachment answers the same result.
 DEL   works from the record (or the deterministic host name) when the netns is gone or
       CNI_NETNS is empty: veth removed, address released, record removed. Idempotent.
+      In vnetd (a teardown reaper is given, vnet-ipam in-process) DEL answers before the
+      kernel's veth teardown: the record is marked "tearing down" durably, keeping its address
+      held back, and vnetd's reaper (daemon/reaper.py) deletes the veth, then releases the
+      address and drops the record. An ADD of the same attachment meanwhile takes the teardown
+      over (deletes the veth itself, then reuses the address). In-process DEL stays synchronous.
 CHECK compares the kernel's view with the record.
 Each of them holds the attachment's lock (state/attachments.py) from start to end, so two calls
 for one attachment never interleave, in vnetd or in-process.
@@ -93,10 +98,11 @@ class Settings:
 
 class VnetPlugin:
     def __init__(self, dataplane_factory: Callable[[NodeLayout], object] | None = None,
-                 ipam: object | None = None) -> None:
+                 ipam: object | None = None, teardown: object | None = None) -> None:
         self._dataplane_factory = dataplane_factory or _default_dataplane
         self._dataplane = None
         self._ipam = ipam  # an in-process vnet-ipam handler (vnetd passes its warm one)
+        self._teardown = teardown  # vnetd's reaper: DEL answers before the veth is gone
 
     def close(self) -> None:
         """Release netlink sockets (a warm vnetd keeps them; a one-shot plugin closes them)."""
@@ -197,7 +203,9 @@ class VnetPlugin:
         existing = store.get_for_update(key)
         owned = False  # whether the attachment's allocation is this call's to release on failure
         if existing is not None:
-            if existing.netns == inv.netns and not self._problems(dp, existing):
+            # A record being torn down (its DEL answered, the reaper not done yet) is taken over
+            # like a stale one: its veth is deleted here, then its held address reused.
+            if existing.netns == inv.netns and not existing.tearing_down and not self._problems(dp, existing):
                 return self._result_from_record(existing)  # a repeated ADD: same answer, nothing new
             # A stale attachment (sandbox restarted with the same ID): rebuild it. Its veth (and
             # with it the pod's address) is gone now, so its allocation is ours to keep or undo.
@@ -371,6 +379,12 @@ class VnetPlugin:
     def _delete(self, inv: Invocation, conf: NetConf, settings: Settings) -> None:
         store = EndpointStore(settings.state_dir)
         key = endpoint_key(conf.name, inv.container_id, inv.ifname)
+        if self._teardown is not None and settings.ipam_type == IN_PROCESS_IPAM:
+            from ..daemon.reaper import now_iso
+
+            if store.mark_tearing_down(key, now_iso()) is not None:
+                self._teardown.queue(settings.state_dir)  # the veth, then the address, then the record
+                return
         # The host end's name is derived, never chosen: its removal (the kernel's ~16 ms) starts
         # at once, and the state work below runs meanwhile.
         deleted = self.dataplane(settings).begin_delete_pod_link(host_ifname(conf.name, inv.container_id, inv.ifname))
@@ -389,9 +403,10 @@ class VnetPlugin:
     def _check(self, inv: Invocation, conf: NetConf, settings: Settings) -> None:
         key = endpoint_key(conf.name, inv.container_id, inv.ifname)
         record = EndpointStore(settings.state_dir).get(key)
-        if record is None:
+        if record is None or record.tearing_down:
             raise CNIError(E.UNKNOWN_CONTAINER, f"no endpoint recorded for container {inv.container_id} "
-                                                f"interface {inv.ifname} on network {conf.name}")
+                                                f"interface {inv.ifname} on network {conf.name}"
+                                                + (" (it is being torn down)" if record else ""))
         problems = self._problems(self.dataplane(settings), record, inv.netns)
         prev = conf.prev_result
         if prev:
