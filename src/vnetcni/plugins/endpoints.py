@@ -267,20 +267,14 @@ class EndpointStore:
         return self._apply(change)
 
     def mark_tearing_down(self, key: str, when: str) -> EndpointRecord | None:
-        """Mark the attachment's record "tearing down" (durably; once: a repeated DEL writes
-        nothing). Returns the record, or None when there is none."""
+        """Mark the attachment's record "tearing down" (durably; once: a repeated DEL keeps the
+        first time). Returns the record, or None when there is none."""
         def change(table):
             rec = table.get(key)
             if rec is not None and not rec.tearing_down:
                 rec = table[key] = EndpointRecord.from_dict(dict(rec.to_dict(), tearingDown=when))
             return rec
 
-        try:
-            rec = self.get(key)
-        except CorruptState:
-            rec = None
-        if rec is None or rec.tearing_down:
-            return rec  # nothing to mark, or marked already: nothing to write
         return self._apply(change)
 
     def tearing_down(self) -> dict[str, EndpointRecord]:
