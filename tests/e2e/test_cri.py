@@ -17,6 +17,7 @@ import pytest
 
 from conftest import Namespaces, require_tool
 from support.cri_node import CRINode
+from support.vnetd import wait_for_teardowns
 
 
 @pytest.fixture(scope="module")
@@ -186,6 +187,7 @@ def test_vnet_through_vnetd_on_the_node(node, report, tmp_path):
         # Stop + Remove (containerd's two DELs) leave nothing
         for pod in pods + [again]:
             node.kubelet.delete_pod(pod)
+        wait_for_teardowns(str(state))  # vnetd answers DEL before the veth is gone; its reaper finishes
         eps, allocs = node_state(state)
         assert eps == {} and allocs == {}, (eps, allocs)
         assert not [l for l in node.links() if l.startswith("azv")]
@@ -343,6 +345,7 @@ def test_pods_get_pool_addresses_from_the_agent(node, agent, report):
     finally:
         for pod in pods:
             node.kubelet.delete_pod(pod)
+    wait_for_teardowns(str(state))
     eps, allocs = node_state(state)
     assert eps == {} and allocs == {}, (eps, allocs)
     assert not [l for l in node.links() if l.startswith("azv")]

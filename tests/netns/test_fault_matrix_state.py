@@ -23,6 +23,7 @@ import pytest
 from support.cni import links, metadata_xml, run_plugin, wait_for
 from support.invariants import CallLog, check_calls, node_problems, write_report
 from support.resources import OWNER
+from support.vnetd import wait_for_teardowns
 from vnetcni.daemon.client import listening
 
 BIN = Path(sys.executable).parent
@@ -120,6 +121,7 @@ class Node:
                                cni_path=self.cni_bin)
                 assert r.ok, r
         check_calls(self.calls)
+        wait_for_teardowns(self.state_dir)  # vnetd answers DEL before the veth is gone; its reaper finishes
         assert self.allocations() == {}, self.allocations()
         assert not [l for l in links(self.node) if l.startswith("azv")]
         records = json.load(open(os.path.join(self.state_dir, "endpoints.json")))["endpoints"]

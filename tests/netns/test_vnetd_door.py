@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from support.cni import links, metadata_xml, ns_exec, run_plugin, wait_for
+from support.vnetd import wait_for_teardowns
 from vnetcni.daemon.client import listening
 
 VNETD = str(Path(sys.executable).with_name("vnetd"))
@@ -102,6 +103,7 @@ def test_vnetd_in_another_mount_namespace_serves_pods_created_after_it(cni_bin, 
     delete = run_plugin(vnet, "DEL", conf, node=node_ns, container_id="ctr0", netns=path, cni_path=cni_bin)
     assert delete.ok, delete
     assert [(r["verb"], r["result"]) for r in d.served()] == [("ADD", "ok"), ("CHECK", "ok"), ("DEL", "ok")]
+    wait_for_teardowns(state_dir)
     assert allocations(state_dir) == {} and records(state_dir) == {}
     assert not [l for l in links(node_ns) if l.startswith("azv")]
     # a path that is no network namespace is refused as such, by vnetd too
@@ -138,6 +140,7 @@ def test_a_stopped_vnetd_is_answered_with_code_11_within_the_deadline(cni_bin, n
     # the runtime gave up on that ADD; its DEL follows and leaves nothing
     wait_for(lambda: d.served(), what="vnetd to take the queued ADD")
     assert run_plugin(binary, "DEL", conf, node=node_ns, container_id="ctr0", netns=path, cni_path=cni_bin).ok
+    wait_for_teardowns(state_dir)
     assert allocations(state_dir) == {} and records(state_dir) == {}
     assert not [l for l in links(node_ns) if l.startswith("azv")]
 
@@ -181,6 +184,7 @@ def test_no_fallback_dels_without_vnetd_are_carried_out_when_it_starts(no_fallba
     add = run_plugin(vnet, "ADD", conf, node=node_ns, container_id="ctr1", netns=other)
     assert add.ok and [r["verb"] for r in second.served()] == ["ADD"], add
     assert run_plugin(vnet, "DEL", conf, node=node_ns, container_id="ctr1", netns=other).ok
+    wait_for_teardowns(state_dir)
     assert allocations(state_dir) == {}
 
 
@@ -218,10 +222,12 @@ def test_matrix_vnetd_in_another_mount_namespace(no_fallback_bin, node_ns, pod_n
            + [("CHECK", c, pods[c][1]) for c in list(pods)[4:]])
     check_calls(calls)
     assert all(c.code == 0 for c in calls.calls), [c for c in calls.calls if c.code]
+    wait_for_teardowns(state_dir)
     problems = node_problems(node=node_ns, state_dirs=[state_dir], pods={c: n for c, (n, _) in pods.items()})
     assert not problems, problems
     assert len(allocations(state_dir)) == 4 and len(d.served()) == 16
     _burst(calls, vnet, node_ns, conf, [("DEL", c, pods[c][1]) for c in list(pods)[4:]])
+    wait_for_teardowns(state_dir)
     assert allocations(state_dir) == {} and not [l for l in links(node_ns) if l.startswith("azv")]
     write_report(calls.report())
 
@@ -268,4 +274,5 @@ def test_matrix_no_fallback_vnetd_killed_mid_burst(no_fallback_bin, node_ns, pod
     assert os.listdir(os.path.join(state_dir, "pending-deletes")) == []
     write_report(calls.report(restarted=True, dels_recorded_while_down=recorded))
     _burst(calls, vnet, node_ns, conf, [("DEL", c, pods[c][1]) for c in live])
+    wait_for_teardowns(state_dir)
     assert allocations(state_dir) == {} and not [l for l in links(node_ns) if l.startswith("azv")]

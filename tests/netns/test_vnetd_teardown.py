@@ -77,9 +77,19 @@ def test_del_answers_before_the_veth_is_gone_and_the_address_is_held_back(cni_bi
         assert pods.veth("p1") in links(node_ns), "the DEL was answered before its veth was gone"
         assert tearing_down(state_dir) == ["vnttd/p1/eth0"]
         assert allocations(state_dir)["p1"] == address  # held back: neither free nor cooling down
-        full = pods.add("p3")
-        assert not full.ok and "p3" not in allocations(state_dir), full
+        # A full pool: an ADD finishes pending teardowns before it gives up, but one the reaper
+        # cannot take (its attachment is busy: here the test holds its lock) keeps its address.
+        from vnetcni.state import attachments, locks
+
+        lock = attachments.lock_path(os.path.join(state_dir, "locks"), "vnttd", "p1", "eth0")
+        fd = locks.acquire(lock, timeout=5, transient=True)
+        try:
+            full = pods.add("p3")
+        finally:
+            locks.release(lock, fd, transient=True)
+        assert not full.ok and full.out["code"] == 100 and "p3" not in allocations(state_dir), full
         assert address not in {a for c, a in allocations(state_dir).items() if c != "p1"}
+        assert pods.veth("p1") in links(node_ns)
         out = subprocess.run(["ip", "netns", "exec", node_ns, os.path.join(os.path.dirname(sys.executable), "vnetctl"),
                               "status", "--state-dir", state_dir], capture_output=True, text=True)
         assert "1 tearing down" in out.stdout, out.stdout + out.stderr
@@ -87,14 +97,22 @@ def test_del_answers_before_the_veth_is_gone_and_the_address_is_held_back(cni_bi
         d.stop()  # a clean stop finishes the pending teardown
     assert pods.veth("p1") not in links(node_ns)
     assert "p1" not in allocations(state_dir) and "vnttd/p1/eth0" not in records(state_dir)
+    d = start(node_ns, state_dir, tmp_path, "--teardown-batch-ms", HOLD_MS)
+    try:
+        assert pods.add("p3").ok  # the pool has room again: p1's address
+        assert pods.delete("p3").ok  # pending now: the reaper waits HOLD_MS
+        assert pods.veth("p3") in links(node_ns)
+        again = pods.add("p4")  # the pool is full: this ADD finishes p3's teardown, then takes its address
+        assert again.ok and again.out["ips"][0]["address"] == address, again
+        assert pods.veth("p3") not in links(node_ns) and "p3" not in allocations(state_dir)
+    finally:
+        d.stop()
     d = start(node_ns, state_dir, tmp_path)  # the default: the reaper runs at once
     try:
-        again = pods.add("p3")
-        assert again.ok and again.out["ips"][0]["address"] == address
-        assert pods.delete("p3").ok
-        wait_for(lambda: pods.veth("p3") not in links(node_ns), what="the reaper to delete the veth")
+        assert pods.delete("p4").ok
+        wait_for(lambda: pods.veth("p4") not in links(node_ns), what="the reaper to delete the veth")
         wait_for_teardowns(state_dir)
-        assert "p3" not in allocations(state_dir)
+        assert "p4" not in allocations(state_dir)
         for cid in ("p0", "p2"):
             assert pods.delete(cid).ok
         wait_for_teardowns(state_dir)

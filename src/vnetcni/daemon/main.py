@@ -272,6 +272,7 @@ def serve(state_dir: str, metrics_port: int = 0, metrics_address: str = "127.0.0
     if learned:
         log.info("refreshing the pool(s) in %s", ", ".join(learned))
     server = Server(state_dir, handlers, on_request)
+    server.teardowns = reaper
     if metrics is not None and hasattr(server, "on_fallback"):
         server.on_fallback = metrics.fallback
     try:

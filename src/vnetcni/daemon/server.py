@@ -106,6 +106,7 @@ class Server:
         self._workers = [threading.Thread(target=self._work, name=f"vnetd-worker-{i}", daemon=True)
                          for i in range(WORKERS)]
         self.pending = PendingDeletes(self.layout, self._replay)
+        self.teardowns = None  # vnetd's reaper (reaper.py): replayed DELs' teardowns done before listening
 
     def start(self) -> None:
         self.layout.ensure()
@@ -113,6 +114,8 @@ class Server:
         done = self.pending.carry_out_all()
         if done:
             log.info("carried out %d DEL(s) recorded while vnetd was not answering", done)
+            if self.teardowns is not None:
+                self.teardowns.reap_all()  # their veths, then their addresses: before anyone is served
         self._sock = bind_socket(self.socket_path)
         stale = attachments.sweep(self.layout.lock_dir)  # left by a killed vnetd or plugin
         if stale:

@@ -213,7 +213,15 @@ class VnetPlugin:
             store.remove(key)
             owned = True
 
-        ipam_result, created_alloc = self._ipam_call("ADD", inv, conf, settings)
+        try:
+            ipam_result, created_alloc = self._ipam_call("ADD", inv, conf, settings)
+        except CNIError as err:
+            # A full pool while DELs wait for their veths to go: finish those teardowns here (the
+            # reaper's round, in this thread) and try once more; never take a held-back address.
+            if (err.code != E.NO_ADDRESS_AVAILABLE or self._teardown is None
+                    or not self._teardown.reap(settings.state_dir)):
+                raise
+            ipam_result, created_alloc = self._ipam_call("ADD", inv, conf, settings)
         owned = owned or created_alloc
         if not ipam_result.ips:
             if owned:
