@@ -359,7 +359,7 @@ class LinuxDataplane:
         the kernel pays one RCU grace period for the batch instead of one per veth. Returns the
         names that existed (and are gone now)."""
         ch = self._channel()
-        group = random.randint(0x10000000, 0x7FFFFFFE)
+        group = 0x10000000 + int.from_bytes(os.urandom(4), "little") % 0x6FFFFFFF
         try:
             tagged = [name for name in host_ifnames if ch.set_group(name, group)]
             if tagged:
