@@ -335,7 +335,11 @@ def test_state_file_corrupt_or_truncated(make_node, tmp_path, mode, fault):
     else:
         # Records lost, allocations kept: the live pods' addresses are never handed out again;
         # their DEL works from the deterministic veth name and the allocation key.
-        assert set(failed.values()) <= {101}, failed
+        # The CHECK of w1 runs in the same burst as the writers: before one of them moves the
+        # truncated file aside it reads it (101), after that w1's record is gone (3, no endpoint
+        # recorded for it); either way it fails. The others fail with 101 or not at all.
+        assert failed.get("w1") in (101, 3), failed
+        assert {code for c, code in failed.items() if c != "w1"} <= {101}, failed
         problems = [p for p in n.problems() if "configured on" in p or "allocated to" in p]
         assert not problems, problems
     n.finish(f"state file {fault}", failed_under_fault=failed, corrupt_files=len(corrupt))
