@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from support import resources
+from support.vnetd import wait_for_teardowns
 from conftest import require_tool
 from vnetcni.cni.errors import CNIError, NO_ADDRESS_AVAILABLE
 from vnetcni.sim import enforcement, fabric, inventory, kernel, naming, pods, probe
@@ -167,6 +168,7 @@ def test_deleting_every_pod_frees_every_pool_and_leaves_no_sandbox(cluster):
     assert cluster.pods() == []
     assert cluster.pod_netns() == set()
     for node in cluster.rec.nodes:
+        wait_for_teardowns(node.stateDir)  # vnetd answers DEL before the veth is gone; its reaper finishes
         counts = inventory.pool_counts(node)
         assert (counts["in use"], counts["free"]) == (0, IPS)
         assert cluster.node_links(node.name) == {"lo", "eth0", "azure0"}
