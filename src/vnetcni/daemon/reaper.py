@@ -155,6 +155,24 @@ class Reaper:
         return dp
 
 
+def wait_until_torn_down(state_dir: str, timeout: float = 10.0) -> bool:
+    """Until no record in this vnet state directory is marked tearing down (vnetd's reaper has
+    removed their veths and released their addresses), at most `timeout` seconds. Reads only."""
+    from ..plugins.endpoints import EndpointStore
+
+    store = EndpointStore(state_dir)
+    until = time.monotonic() + timeout
+    while True:
+        try:
+            if not store.exists() or not store.tearing_down():
+                return True
+        except Exception:  # noqa: BLE001 - unreadable: the caller's own checks report it
+            return True
+        if time.monotonic() >= until:
+            return False
+        time.sleep(0.02)
+
+
 def _linux_dataplane(lock_dir: str):
     from ..dataplane.linux import LinuxDataplane
 

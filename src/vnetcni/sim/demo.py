@@ -289,6 +289,10 @@ class Demo:
                 self.outcome.check(False, f"deleting {pod.name}: {_err(res)}")
         from rich.table import Table
 
+        from ..daemon.reaper import wait_until_torn_down
+
+        for node in self.fabric.nodes:  # vnetd answers a DEL before the veth is gone: its reaper finishes
+            wait_until_torn_down(node.stateDir)
         table = Table(title="address pools after the deletes", title_justify="left")
         for col in ("node", "in use", "free", "cooling", "pool size"):
             table.add_column(col)
