@@ -124,6 +124,24 @@ def test_ipam_exhaustion_is_reported_and_nothing_is_created(world):
     assert dp.hosts == {} and dp.bridges == {}
 
 
+def test_full_pool_retries_after_a_background_round_freed_the_address(world):
+    """The reaper's round running in the background released the held-back address while this
+    ADD waited for it: reap() reports none of its own, and the ADD must still try once more."""
+    dp, _, _, sd = world
+    ipam = FakeIpam(fail=True)
+
+    class BackgroundRound:
+        def reap(self, state_dir):
+            ipam.fail = False  # the other round's release: the pool has room again
+            return 0  # ...but this call finished no teardown itself
+
+    plugin = VnetPlugin(dataplane_factory=lambda _s: dp, ipam=ipam, teardown=BackgroundRound())
+    dp.netns.add("/run/netns/p1")
+    code, res = call(plugin, "ADD", sd)
+    assert code == 0, res
+    assert ipam.calls == ["ADD", "ADD"] and res["ips"][0]["address"] == "10.240.0.36/16"
+
+
 def test_del_twice_and_without_netns(world):
     dp, ipam, plugin, sd = world
     dp.netns.add("/run/netns/p1")

@@ -218,9 +218,11 @@ class VnetPlugin:
         except CNIError as err:
             # A full pool while DELs wait for their veths to go: finish those teardowns here (the
             # reaper's round, in this thread) and try once more; never take a held-back address.
-            if (err.code != E.NO_ADDRESS_AVAILABLE or self._teardown is None
-                    or not self._teardown.reap(settings.state_dir)):
+            # Retried whatever reap() finished: it may have waited for a background round that
+            # released the addresses itself (and so reports none of its own).
+            if err.code != E.NO_ADDRESS_AVAILABLE or self._teardown is None:
                 raise
+            self._teardown.reap(settings.state_dir)
             ipam_result, created_alloc = self._ipam_call("ADD", inv, conf, settings)
         owned = owned or created_alloc
         if not ipam_result.ips:
