@@ -399,6 +399,7 @@ def test_agent_killed_and_restarted_with_pods_running(node, agent):
             node.kubelet.wait_ready(ds.pod, 60)
         for pod in pods + ([leaving] if leaving else []):
             node.kubelet.delete_pod(pod)
+    wait_for_teardowns(str(state))  # vnetd answers DEL before the veth is gone; its reaper finishes
     assert node_state(state) == ({}, {})
 
 
@@ -442,6 +443,7 @@ def test_liveness_probe_catches_a_hung_agent(node, agent):
             node.kubelet.restart_container(ds.pod, "vnetd")
             node.kubelet.wait_ready(ds.pod, 60)
         node.kubelet.delete_pod(pod)
+    wait_for_teardowns(str(state))
     assert node_state(state) == ({}, {})
 
 
@@ -465,4 +467,5 @@ def test_upgrade_to_a_second_tag_keeps_every_address(node, agent, report):
     finally:
         for pod in pods:
             node.kubelet.delete_pod(pod)
+    wait_for_teardowns(str(state))
     assert node_state(state) == ({}, {})
