@@ -189,6 +189,8 @@ def _node(tmp_path: Path):
     (state / "ipam.json.lock").write_text("")
     (state / "endpoints.json").write_text("{}")
     (state / "operator-notes.txt").write_text("mine")
+    (state / "vnetd-stats.json").write_text("{}")  # vnetd's counters
+    (state / "in-process-calls").write_text("11")  # the fallback front door's count
     (state / "pending-deletes").mkdir()
     (state / "pending-deletes" / "abc.del").write_text("{}")
     return bin_dir, conf_dir, state
@@ -205,7 +207,7 @@ def test_uninstall_removes_only_what_is_ours(tmp_path):
     assert not prefix.exists()
     assert sorted(os.listdir(bin_dir)) == ["bridge", "portmap"]
     assert os.listdir(conf_dir) == ["05-other.conflist"]
-    assert len(os.listdir(state)) == 5  # state stays unless asked
+    assert len(os.listdir(state)) == 7  # state stays unless asked
     res = runner.invoke(app, ["uninstall", "--cni-bin-dir", str(bin_dir), "--cni-conf-dir", str(conf_dir),
                               "--state-dir", str(state), "--remove-state", "--prefix", str(prefix)])
     assert res.exit_code == 0, res.output

@@ -109,6 +109,12 @@ def test_pool_gauges_come_from_the_state_at_start(tmp_path):
     assert fams["vnetd_metadata_refresh_age_seconds"].samples[0].value >= 0
     assert IpamStore(str(tmp_path)).read().pool is not None
     assert [(s.labels, s.value) for s in fams["vnetd_pending_delete_requests"].samples] == [(label, 0)]
+    # the ADD above ran in-process (no vnetd): counted, as a counter, once vnetd exposes the node
+    calls = fams["vnet_in_process_calls"]
+    assert calls.type == "counter" and [(s.name, s.labels, s.value) for s in calls.samples] == \
+        [("vnet_in_process_calls_total", label, 1)]
+    _add(conf)  # the same ADD again (answered from the allocation): one more call without vnetd
+    assert [s.value for s in _families(metrics)["vnet_in_process_calls"].samples] == [2]
 
 
 def _add(conf: dict) -> None:

@@ -6,6 +6,7 @@ unit per name, labels for the dimensions (verb, result, CNI error code).
 
 from __future__ import annotations
 
+import os
 import time
 
 DEFAULT_ADDRESS = "127.0.0.1"
@@ -119,6 +120,10 @@ class _PoolCollector:
         pending = GaugeMetricFamily("vnetd_pending_delete_requests",
                                     "DELs a no-fallback front door recorded while vnetd was unreachable, "
                                     "not carried out yet", labels=["state_dir"])
+        in_process = CounterMetricFamily("vnet_in_process_calls",
+                                         "Calls a fallback front door ran in-process (vnetd unreachable, "
+                                         "or handed back by vnetd: see vnetd_fallbacks_total)",
+                                         labels=["state_dir"])
         failed_by_dir = {}
         for t in self._refresher.tracked():
             failed_by_dir[t.cfg.state_dir] = failed_by_dir.get(t.cfg.state_dir, 0) + t.total_failures
@@ -131,6 +136,12 @@ class _PoolCollector:
             except (OSError, ValueError):
                 pass
             try:
+                in_process.add_metric([sd], os.stat(NodeLayout(sd).in_process_log).st_size)
+            except FileNotFoundError:
+                in_process.add_metric([sd], 0)
+            except OSError:
+                pass
+            try:
                 state = IpamStore(sd).read()
             except Exception:
                 continue  # no pool there yet, or a corrupt state the plugins report themselves
@@ -141,4 +152,4 @@ class _PoolCollector:
             in_use.add_metric([sd], held)
             if state.fetched_at is not None:
                 age.add_metric([sd], max(0.0, time.time() - state.fetched_at))
-        yield from (size, in_use, age, failures, pending)
+        yield from (size, in_use, age, failures, pending, in_process)

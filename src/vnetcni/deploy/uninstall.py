@@ -12,13 +12,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..plugins.front import PLUGINS
-from ..node.layout import ENDPOINTS_FILE, IPAM_FILE, LOCK_DIR, PENDING_DELETES_DIR, SOCKET_NAME, NodeLayout
+from ..node.layout import (DAEMON_STATS_FILE, ENDPOINTS_FILE, IN_PROCESS_LOG, IPAM_FILE, LOCK_DIR, PENDING_DELETES_DIR,
+                           SOCKET_NAME, NodeLayout)
 from .conflist import is_ours
 
 FALLBACK_DIR = ".vnet-cni"  # the Python entries `vnetctl install` writes next to the front doors
 # what vnet-cni keeps in a state directory (node/layout.py): its documents (and their locks, temp
 # files and corrupt copies set aside), vnetd's socket, its directories; nothing else is ours to delete
-STATE_PREFIXES = tuple(p for n in (IPAM_FILE, ENDPOINTS_FILE, SOCKET_NAME) for p in (n, "." + n))
+STATE_PREFIXES = tuple(p for n in (IPAM_FILE, ENDPOINTS_FILE, SOCKET_NAME, DAEMON_STATS_FILE, IN_PROCESS_LOG)
+                       for p in (n, "." + n))
 STATE_DIRS = (LOCK_DIR, PENDING_DELETES_DIR)
 
 

@@ -12,6 +12,8 @@ Everything lives under one state directory (default DEFAULT_STATE_DIR):
     <state_dir>/ipam.json            vnet-ipam's pool and allocations (+ ipam.json.lock)
     <state_dir>/endpoints.json       the vnet plugin's endpoint records (+ endpoints.json.lock)
     <state_dir>/vnetd-stats.json     vnetd's counters since its start (calls failed by deadline)
+    <state_dir>/in-process-calls     one byte per call a fallback front door ran in-process (vnetd
+                                     unreachable, or it handed the call back); vnetd exposes the size
     <state_dir>/locks/               short-lived lock files (bridge set-up, attachments)
     <state_dir>/pending-deletes/     DELs recorded by a no-fallback front door while vnetd was
                                      down; vnetd carries them out before it serves anything
@@ -44,6 +46,7 @@ ENDPOINTS_FILE = "endpoints.json"
 DAEMON_STATS_FILE = "vnetd-stats.json"
 LOCK_DIR = "locks"
 PENDING_DELETES_DIR = "pending-deletes"
+IN_PROCESS_LOG = "in-process-calls"
 DEFAULT_VNETD_TIMEOUT = 5.0
 MAX_VNETD_TIMEOUT = 60.0
 MAX_STATE_DIR = 4000  # bytes (the C front door's buffer); the socket path must also fit sun_path (108)
@@ -156,6 +159,12 @@ class NodeLayout(FrozenRecord):
     @property
     def pending_deletes(self) -> str:
         return self._path(PENDING_DELETES_DIR)
+
+    @property
+    def in_process_log(self) -> str:
+        """Grows by one byte per call a fallback front door ran in-process; never truncated, so
+        its size is a counter (vnet_in_process_calls_total)."""
+        return self._path(IN_PROCESS_LOG)
 
     def ensure(self) -> "NodeLayout":
         """Create the state, lock and pending-deletes directories (for writers only)."""

@@ -20,6 +20,28 @@ def _local_plugin(name: str):
     return IpamPlugin()
 
 
+def _note_in_process(name: str, stdin: bytes) -> None:
+    """Count this call in the node's in-process log (one appended byte) so vnetd can expose how
+    many calls ran without it. Never fails the call: no state directory yet, a configuration the
+    handler will refuse, a read-only disk all leave it uncounted."""
+    import json
+    import os
+
+    from ..node.layout import NodeLayout
+
+    try:
+        path = NodeLayout.for_plugin(name, json.loads(stdin)).in_process_log
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except (OSError, ValueError):
+        return
+    try:
+        os.write(fd, b"1")
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def handle(name: str, env, stdin: bytes) -> tuple[bytes, int]:
     from ..cni import dispatch
 
@@ -34,6 +56,7 @@ def handle(name: str, env, stdin: bytes) -> tuple[bytes, int]:
         answer = client.try_daemon(name, env, stdin)
         if answer is not None:
             return answer
+    _note_in_process(name, stdin)
     plugin = _local_plugin(name)
     try:
         return dispatch.run(plugin, env, stdin)
