@@ -130,6 +130,17 @@ def state_dir(tmp_path):
     return str(d)
 
 
+@pytest.fixture
+def vnet_ipam(tmp_path, state_dir):
+    """vnet-ipam fed by a metadata file: a node at 10.240.0.35 with 30 secondaries (.36-.65),
+    no reuse cooldown."""
+    from support.cni import metadata_xml
+
+    md = tmp_path / "interfaces.xml"
+    md.write_text(metadata_xml("000D3A51C490", "10.240.0.35", [f"10.240.0.{i}" for i in range(36, 66)]))
+    return {"type": "vnet-ipam", "metadataFile": str(md), "stateDir": state_dir, "reuseCooldownSeconds": 0}
+
+
 @pytest.fixture(scope="session")
 def cni_bin(tmp_path_factory):
     """vnet and vnet-ipam installed as on a node (`vnetctl install`), next to the reference plugins."""

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from support.cni import links, metadata_xml, ns_exec, run_plugin
+from support.cni import links, ns_exec, run_plugin
 
 VERSIONS = ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]
 PODS = 10
@@ -17,13 +17,6 @@ PODS = 10
 def vnet_conf(version: str, state_dir: str, ipam: dict, **extra) -> dict:
     return {"cniVersion": version, "name": "vntnet", "type": "vnet", "bridge": "vntbr0",
             "stateDir": state_dir, "ipam": ipam, **extra}
-
-
-@pytest.fixture
-def vnet_ipam(tmp_path, state_dir):
-    md = tmp_path / "interfaces.xml"
-    md.write_text(metadata_xml("000D3A51C490", "10.240.0.35", [f"10.240.0.{i}" for i in range(36, 66)]))
-    return {"type": "vnet-ipam", "metadataFile": str(md), "stateDir": state_dir, "reuseCooldownSeconds": 0}
 
 
 @pytest.fixture
