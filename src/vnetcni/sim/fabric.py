@@ -85,14 +85,34 @@ def check_metadata_size(plan: AddressPlan) -> None:
                      "secondary addresses per node fit")
 
 
+# How long a `fabric up/down/repair` waits for another one to finish: a fabric of many nodes
+# takes tens of seconds to come up on a loaded machine; a holder stuck longer than this is an
+# error to report, never a wait without end.
+FABRIC_LOCK_SECONDS = 300.0
+
+
 @contextlib.contextmanager
-def fabric_lock() -> Iterator[None]:
-    """One `fabric up/down` at a time (a kernel flock on the root directory: released if we die,
-    and no lock file is left behind)."""
+def fabric_lock(timeout: float = FABRIC_LOCK_SECONDS) -> Iterator[None]:
+    """One `fabric up/down/repair` at a time (a kernel flock on the root directory: released if
+    we die, and no lock file is left behind). Waiting ends after `timeout` seconds with SimError."""
+    import time
+
     os.makedirs(naming.root_dir(), mode=0o755, exist_ok=True)
     fd = os.open(naming.root_dir(), os.O_RDONLY | os.O_DIRECTORY)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        started = time.monotonic()
+        pause = 0.005
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                waited = time.monotonic() - started
+                if waited >= timeout:
+                    raise SimError(f"another `vnetctl fabric` operation has held {naming.root_dir()} for "
+                                   f"{waited:.0f}s; wait for it to finish (or stop it) and try again") from None
+                time.sleep(min(pause, timeout - waited))
+                pause = min(pause * 2, 0.2)
         yield
     finally:
         os.close(fd)
