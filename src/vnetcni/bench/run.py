@@ -1,4 +1,4 @@
-"""Running the whole benchmark and computing the table."""
+"""Running the whole benchmark: every plugin setup through its scenarios, then the table."""
 
 from __future__ import annotations
 
@@ -10,41 +10,76 @@ import time
 from typing import Callable
 
 from . import scenarios as sc
+from .report import failed_calls, rows, target_for, verdict_summary  # noqa: F401 - target_for: tests
 from .targets import Target, prepared, reference_target, vnet_target
 
-# Targets: ratio of vnet+vnetd to the reference (lower is better), each defined for one size of
-# its scenario (None: any size). A run of other sizes still reports its figures, without a target.
-TARGETS = {  # row key: (size key in report["sizes"], size the target is defined for, ratio)
-    "seq_add_median_ms": ("sequential", None, 1.5),
-    "seq_del_median_ms": ("sequential", None, 1.0),
-    "burst_add_wall_ms": ("burst", 30, 1.0),
-    "big_burst_add_wall_ms": ("big_burst", 110, 1.0),
-}
-RSS_TARGET_MIB = 80.0  # vnetd's RSS holding this many endpoints (Kubernetes' default max-pods)
-RSS_TARGET_ENDPOINTS = 110
+FILL_BURST = 110  # the pool phase fills and empties its pool in bursts of at most this many calls
+CONCURRENT_SETUPS = ("reference", "inproc")  # measured with several callers at once
 
 
 def _pods(prefix: str, n: int, create: bool) -> None:
-    for i in range(n):
-        if create:
-            subprocess.run(["ip", "netns", "add", f"{prefix}p{i}"], check=True)
-        else:
-            subprocess.run(["ip", "netns", "del", f"{prefix}p{i}"], capture_output=True)
+    """The pods' namespaces, made or removed with one `ip -batch` (not one process each)."""
+    verb = "add" if create else "del"
+    script = "".join(f"netns {verb} {prefix}p{i}\n" for i in range(n))
+    subprocess.run(["ip", *([] if create else ["-force"]), "-batch", "-"], input=script.encode(),
+                   check=create, capture_output=True)
 
 
-def measure_target(target: Target, seq: int, b30: int, b110: int, progress: Callable[[str], None]) -> dict:
+def _del_phase(target: Target, ops: list[sc.Op], cids: list[str]) -> dict:
+    """A DEL scenario's figures: per call (answered), its wall, all answered, and when the
+    teardown was done; waits for the teardown (so it never leaks into the next figure)."""
+    out = sc.summary(ops)
+    since, answered = min(o.started for o in ops), max(o.ended for o in ops)
+    out["wall_ms"] = out["answered_ms"] = sc.wall_ms(ops)
+    teardown, left = sc.torn_down(target, cids, since, answered)
+    out["teardown_ms"] = teardown
+    if teardown is None:  # the plugin never finished it: counted as a failed call
+        out["failed"] += 1
+        out["first_error"] = out["first_error"] or f"teardown not done after {sc.TEARDOWN_TIMEOUT:.0f} s: {left}"
+    return out
+
+
+def _cids(pods: range, prefix: str, tag: str = "") -> list[str]:
+    return [sc.container_id(i, prefix, tag) for i in pods]
+
+
+def _concurrent(target: Target, callers: int, rounds: int, prefix: str) -> tuple[dict, dict]:
+    """`rounds` times: `callers` ADDs launched at once, then their DELs at once (each round
+    waits for its teardown)."""
+    adds, dels, stuck = [], [], []
+    for r in range(rounds):
+        tag = f"r{r}"
+        adds += sc.burst(target, "ADD", range(callers), prefix, tag)[1]
+        ops = sc.burst(target, "DEL", range(callers), prefix, tag)[1]
+        dels += ops
+        phase = _del_phase(target, ops, _cids(range(callers), prefix, tag))
+        if phase["teardown_ms"] is None:
+            stuck.append(phase["first_error"])
+    add, rm = sc.summary(adds), sc.summary(dels)
+    rm["failed"] += len(stuck)
+    rm["first_error"] = rm["first_error"] or next(iter(stuck), "")
+    return add, rm
+
+
+def measure_target(target: Target, sizes: dict, progress: Callable[[str], None]) -> dict:
+    seq, b30, b110 = sizes["sequential"], sizes["burst"], sizes["big_burst"]
+    callers = sizes.get("callers", 0) if target.key in CONCURRENT_SETUPS else 0
     prefix = f"vbench{os.getpid()}{target.key}"
-    n = max(seq, b30, b110)
+    n = max(seq, b30, b110, callers)
     out: dict = {"label": target.label}
     with prepared(target, n + 1, target.key):
         _pods(prefix, n + 1, True)
         try:
             warm = range(n, n + 1)  # one untimed ADD/DEL: bridge set up, pool learned, caches warm
             sc.sequential(target, "ADD", warm, prefix)
-            sc.sequential(target, "DEL", warm, prefix)
+            out["warm_del"] = _del_phase(target, sc.sequential(target, "DEL", warm, prefix), _cids(warm, prefix))
             progress(f"{target.label}: sequential ADD/DEL x{seq}")
             out["seq_add"] = sc.summary(sc.sequential(target, "ADD", range(seq), prefix))
-            out["seq_del"] = sc.summary(sc.sequential(target, "DEL", range(seq), prefix))
+            out["seq_del"] = _del_phase(target, sc.sequential(target, "DEL", range(seq), prefix),
+                                        _cids(range(seq), prefix))
+            if callers:
+                progress(f"{target.label}: {callers} ADDs at once then their DELs, x{sizes['rounds']}")
+                out["concurrent_add"], out["concurrent_del"] = _concurrent(target, callers, sizes["rounds"], prefix)
             for size, name in ((b30, "burst"), (b110, "big_burst")):
                 progress(f"{target.label}: burst of {size} ADDs, then DELs")
                 wall, ops = sc.burst(target, "ADD", range(size), prefix)
@@ -52,100 +87,88 @@ def measure_target(target: Target, seq: int, b30: int, b110: int, progress: Call
                 if name == "big_burst":
                     rss = target.daemon_rss_kib()
                     out["rss_mib"] = rss / 1024 if rss else None
-                wall, ops = sc.burst(target, "DEL", range(size), prefix)
-                out[f"{name}_del"] = dict(sc.summary(ops), wall_ms=wall)
+                _wall, ops = sc.burst(target, "DEL", range(size), prefix)
+                out[f"{name}_del"] = _del_phase(target, ops, _cids(range(size), prefix))
         finally:
             _pods(prefix, n + 1, False)
     return out
 
 
+def _bursts(target: Target, command: str, pods: range, prefix: str) -> list[sc.Op]:
+    ops: list[sc.Op] = []
+    for start in range(pods.start, pods.stop, FILL_BURST):
+        ops += sc.burst(target, command, range(start, min(start + FILL_BURST, pods.stop)), prefix)[1]
+    return ops
+
+
+def measure_pool(target: Target, size: int, calls: int, progress: Callable[[str], None]) -> dict:
+    """vnetd with a pool of `size` addresses (the metadata lists exactly that many): the pool
+    filled in bursts but for the last `calls` pods, which are added one at a time (the per-call
+    cost with the pool nearly full), vnetd's RSS with the pool full, the same pods deleted one at
+    a time, then the rest in bursts; every DEL phase waits for its teardown."""
+    prefix = f"vbench{os.getpid()}{target.key}"
+    out: dict = {"label": target.label, "addresses": size}
+    with prepared(target, size, target.key):
+        _pods(prefix, size + 1, True)
+        try:
+            warm = range(size, size + 1)
+            sc.sequential(target, "ADD", warm, prefix)
+            out["warm_del"] = _del_phase(target, sc.sequential(target, "DEL", warm, prefix), _cids(warm, prefix))
+            rest, last = range(size - calls), range(size - calls, size)
+            progress(f"{target.label}: {len(rest)} pods in bursts, then {calls} one at a time")
+            ops = _bursts(target, "ADD", rest, prefix)
+            out["fill"] = dict(sc.summary(ops), wall_ms=sc.wall_ms(ops)) if ops else None
+            out["add"] = sc.summary(sc.sequential(target, "ADD", last, prefix))
+            rss, peak = target.daemon_rss_kib(), target.daemon_rss_kib("VmHWM")
+            out["rss_mib"], out["peak_rss_mib"] = (rss / 1024 if rss else None), (peak / 1024 if peak else None)
+            out["del"] = _del_phase(target, sc.sequential(target, "DEL", last, prefix), _cids(last, prefix))
+            ops = _bursts(target, "DEL", rest, prefix)
+            out["empty"] = _del_phase(target, ops, _cids(rest, prefix)) if ops else None
+        finally:
+            _pods(prefix, size + 1, False)
+    return out
+
+
 MODES = ("bridge", "transparent")
-# (ours, reference) pairs whose ratio the table shows, per mode
-PAIRS = {"bridge": ("vnetd", "reference"), "transparent": ("vnetd-transparent", "reference-ptp")}
 
 
 def run_bench(seq: int = 50, b30: int = 30, b110: int = 110, progress: Callable[[str], None] = lambda s: None,
-              with_reference: bool = True, modes: tuple[str, ...] = MODES) -> dict:
+              with_reference: bool = True, modes: tuple[str, ...] = MODES, callers: int = 8, rounds: int = 3,
+              pool: int = 250, small_pool: int = 30, pool_calls: int = 25) -> dict:
+    """Every setup through its scenarios. callers=0 skips the concurrent callers, pool=0 the
+    pool phase (both bridge mode only, like vnet without vnetd)."""
     from ..plugins.install import install
 
     started = time.time()
+    bridge = "bridge" in modes
+    sizes = {"sequential": seq, "burst": b30, "big_burst": b110}
+    if bridge and callers:
+        sizes.update(callers=callers, rounds=rounds)
+    if bridge and pool:
+        sizes.update(pool=pool, small_pool=small_pool, pool_calls=pool_calls)
     bin_dir = tempfile.mkdtemp(prefix="vbench-bin-")
     installed = install(bin_dir)
-    targets: list[Target] = []
-    for mode in modes:
-        # Each mode right after its reference (bridge: the reference bridge; transparent: ptp,
-        # the reference routed veth). The in-process path (bridge mode only: starting Python
-        # is the same cost in either mode) last: its bursts of 110 Python processes load the
-        # machine for a while after they end.
-        ref = reference_target(max(seq, b30, b110) + 1, mode) if with_reference else None
-        if ref:
-            targets.append(ref)
-        targets.append(vnet_target(bin_dir, True, mode))
-    if "bridge" in modes:
-        targets.append(vnet_target(bin_dir, False))
     results = {}
-    for t in targets:
-        results[t.key] = measure_target(t, seq, b30, b110, progress)
-    progress("kernel floor: one pod's netlink work from a warm process")
-    floor = sc.kernel_floor()
-    subprocess.run(["rm", "-rf", bin_dir])
+    try:
+        for mode in modes:  # each mode right after its reference (bridge: bridge; transparent: ptp)
+            ref = reference_target(max(seq, b30, b110, callers) + 1, mode) if with_reference else None
+            for t in ([ref] if ref else []) + [vnet_target(bin_dir, True, mode)]:
+                results[t.key] = measure_target(t, sizes, progress)
+        if "pool" in sizes:
+            for key, n in (("pool-small", small_pool), ("pool-large", pool)):
+                t = vnet_target(bin_dir, True, key=key, label=f"vnet + vnet-ipam, vnetd, {n}-address pool")
+                results[key] = measure_pool(t, n, pool_calls, progress)
+        if bridge:  # last: its bursts of Python processes load the machine for a while after they end
+            t = vnet_target(bin_dir, False)
+            results[t.key] = measure_target(t, sizes, progress)
+        progress("kernel floor: one pod's netlink work from a warm process")
+        floor = sc.kernel_floor()
+    finally:
+        subprocess.run(["rm", "-rf", bin_dir])
+    table = rows(results, sizes)
     return {"machine": {"cpus": os.cpu_count(), "kernel": platform.release(), "python": platform.python_version()},
             "front_door": "compiled C client" if installed.compiled else "Python entry",
-            "sizes": {"sequential": seq, "burst": b30, "big_burst": b110}, "modes": list(modes),
-            "with_reference": with_reference,
+            "sizes": sizes, "modes": list(modes), "with_reference": with_reference,
             "results": results, "kernel_floor_ms": floor, "seconds": round(time.time() - started, 1),
-            "rows": rows(results, {"sequential": seq, "burst": b30, "big_burst": b110})}
-
-
-def _get(res: dict, path: str):
-    part, _, field = path.partition(".")
-    v = res.get(part)
-    return v.get(field) if isinstance(v, dict) else v
-
-
-ROWS = [  # (row key, label with {sizes}, path in a target's results)
-    ("seq_add_median_ms", "sequential ADD median (ms)", "seq_add.median_ms"),
-    ("seq_add_p95_ms", "sequential ADD p95 (ms)", "seq_add.p95_ms"),
-    ("seq_del_median_ms", "sequential DEL median (ms)", "seq_del.median_ms"),
-    ("seq_del_p95_ms", "sequential DEL p95 (ms)", "seq_del.p95_ms"),
-    ("burst_add_wall_ms", "burst {burst} ADD wall (ms)", "burst_add.wall_ms"),
-    ("burst_add_p50_ms", "burst {burst} ADD p50 (ms)", "burst_add.p50_ms"),
-    ("burst_add_p99_ms", "burst {burst} ADD p99 (ms)", "burst_add.p99_ms"),
-    ("burst_del_wall_ms", "burst {burst} DEL wall (ms)", "burst_del.wall_ms"),
-    ("burst_del_p99_ms", "burst {burst} DEL p99 (ms)", "burst_del.p99_ms"),
-    ("big_burst_add_wall_ms", "burst {big_burst} ADD wall (ms)", "big_burst_add.wall_ms"),
-    ("big_burst_add_p99_ms", "burst {big_burst} ADD p99 (ms)", "big_burst_add.p99_ms"),
-    ("big_burst_del_wall_ms", "burst {big_burst} DEL wall (ms)", "big_burst_del.wall_ms"),
-    ("failed", "failed calls", None),
-]
-
-
-def target_for(key: str, sizes: dict) -> float | None:
-    """The ratio target of a row, when one is defined for the size this run used."""
-    if key not in TARGETS:
-        return None
-    size_key, defined_for, ratio = TARGETS[key]
-    return ratio if defined_for is None or sizes.get(size_key) == defined_for else None
-
-
-def rows(results: dict, sizes: dict) -> list[dict]:
-    """The table: labels name the sizes that ran; targets only where defined for those sizes."""
-    out = []
-    for key, label, path in ROWS:
-        row = {"key": key, "label": label.format(**sizes)}
-        for t, res in results.items():
-            if path is None:
-                row[t] = sum(v.get("failed", 0) for v in res.values() if isinstance(v, dict))
-            else:
-                row[t] = _get(res, path)
-        for mode, (ours_key, ref_key) in PAIRS.items():
-            ref, ours = row.get(ref_key), row.get(ours_key)
-            ratio = (ours / ref) if ref and ours is not None and path else None
-            row["ratio" if mode == "bridge" else f"ratio_{mode}"] = ratio
-        row["target"] = target_for(key, sizes)
-        out.append(row)
-    limit = RSS_TARGET_MIB if sizes.get("big_burst") == RSS_TARGET_ENDPOINTS else None
-    rss = {k: results[k].get("rss_mib") for k in ("vnetd", "vnetd-transparent") if k in results}
-    out.append({"key": "vnetd_rss_mib", "label": f"vnetd RSS with {sizes['big_burst']} endpoints (MiB)",
-                **rss, "ratio": None, "target": None, "limit_mib": limit})
-    return out
+            "rows": table, "targets": verdict_summary(table),
+            "failed_calls": sum(failed_calls(r) for r in results.values())}

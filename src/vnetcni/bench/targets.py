@@ -63,14 +63,81 @@ class Target:
     def stdin(self) -> bytes:
         return json.dumps(self.conf).encode()
 
-    def daemon_rss_kib(self) -> int | None:
+    @property
+    def is_reference(self) -> bool:
+        return self.key.startswith("reference")
+
+    def daemon_rss_kib(self, field: str = "VmRSS") -> int | None:
+        """vnetd's resident set (VmRSS), or its peak (field="VmHWM"), in KiB."""
         if self.daemon is None or self.daemon.poll() is not None:
             return None
         with open(f"/proc/{self.daemon.pid}/status") as f:
             for line in f:
-                if line.startswith("VmRSS:"):
+                if line.startswith(f"{field}:"):
                     return int(line.split()[1])
         return None
+
+    # --- observing a DEL's teardown (reads only) ---------------------------------------------
+    def host_veths(self, container_ids) -> set[str] | None:
+        """The node-side veth names of these pods; None when the plugin names them at random
+        (the reference: then no veth may be left in the node namespace at all)."""
+        if self.is_reference:
+            return None
+        from ..plugins.endpoints import host_ifname
+
+        return {host_ifname(self.conf["name"], c, "eth0") for c in container_ids}
+
+    def _state_paths(self) -> list[str]:
+        if self.is_reference:
+            return [os.path.join(self.conf["ipam"]["dataDir"], self.conf["name"])]
+        layout = NodeLayout.for_plugin("vnet", self.conf)
+        ipam = NodeLayout.for_plugin("vnet-ipam", self.conf)
+        return [layout.state_dir, layout.endpoints_file, ipam.state_dir, ipam.ipam_file]
+
+    def state_token(self) -> tuple:
+        """Changes whenever the plugin's state is written (every write renames a new file into
+        its directory: new inode, directory mtime), so an observer re-reads only then."""
+        out = []
+        for path in self._state_paths():
+            try:
+                st = os.stat(path)
+                out.append((st.st_ino, st.st_mtime_ns, st.st_size))
+            except OSError:
+                out.append(None)
+        return tuple(out)
+
+    def state_left(self, container_ids) -> str:
+        """What the plugin's state still holds of these pods ("" when nothing): vnet's endpoint
+        records (marked tearing down or not) and vnet-ipam's allocations; for the reference,
+        host-local's reservations. A read: no lock taken, nothing written."""
+        cids = set(container_ids)
+        if self.is_reference:
+            folder = self._state_paths()[0]
+            held = 0
+            for name in os.listdir(folder) if os.path.isdir(folder) else ():
+                if name == "lock" or name.startswith("last_reserved_ip"):
+                    continue
+                try:
+                    with open(os.path.join(folder, name)) as f:
+                        owner = f.read().split()[:1]
+                except OSError:
+                    continue
+                held += bool(owner and owner[0] in cids)
+            return f"{held} addresses still reserved by host-local" if held else ""
+        from ..ipam.store import IpamStore
+        from ..plugins.endpoints import EndpointStore
+
+        records = [r for r in EndpointStore(NodeLayout.for_plugin("vnet", self.conf).state_dir).all().values()
+                   if r.container_id in cids]
+        allocated = [a for a in IpamStore(NodeLayout.for_plugin("vnet-ipam", self.conf).state_dir).read()
+                     .allocations.values() if a.container_id in cids]
+        parts = []
+        if records:
+            marked = sum(bool(r.tearing_down) for r in records)
+            parts.append(f"{len(records)} endpoint records ({marked} marked tearing down)")
+        if allocated:
+            parts.append(f"{len(allocated)} addresses still allocated")
+        return ", ".join(parts)
 
 
 # What each mode is measured against: the reference plugin doing the same job.
@@ -92,13 +159,14 @@ def reference_target(pool: int, mode: str = "bridge") -> Target | None:
     return Target(key, f"reference {plugin} + host-local", f"{REFERENCE_DIR}/{plugin}", conf, REFERENCE_DIR)
 
 
-def vnet_target(bin_dir: str, with_daemon: bool, mode: str = "bridge") -> Target:
+def vnet_target(bin_dir: str, with_daemon: bool, mode: str = "bridge", key: str = "", label: str = "") -> Target:
     conf = {"cniVersion": "1.0.0", "name": "benchnet", "type": "vnet",
             **({"bridge": "azure0"} if mode == "bridge" else {"mode": mode}),
             "ipam": {"type": "vnet-ipam", "reuseCooldownSeconds": 0}}
-    key, label = ("vnetd", "vnet + vnet-ipam, vnetd") if with_daemon else ("inproc", "vnet + vnet-ipam, no vnetd")
+    default = ("vnetd", "vnet + vnet-ipam, vnetd") if with_daemon else ("inproc", "vnet + vnet-ipam, no vnetd")
     if mode != "bridge":
-        key, label = f"{key}-{mode}", f"vnet {mode} + vnet-ipam, {'vnetd' if with_daemon else 'no vnetd'}"
+        default = f"{default[0]}-{mode}", f"vnet {mode} + vnet-ipam, {'vnetd' if with_daemon else 'no vnetd'}"
+    key, label = key or default[0], label or default[1]
     return Target(key, label, os.path.join(bin_dir, "vnet"), conf, f"{bin_dir}:{REFERENCE_DIR}",
                   use_daemon=with_daemon)
 
@@ -117,7 +185,7 @@ def prepared(target: Target, pool: int, tag: str):
     target.workdir = tempfile.mkdtemp(prefix=f"vbench-{tag}-", dir=root)
     _ns(target.node)
     try:
-        if target.key == "reference":
+        if target.is_reference:  # host-local's state on the tmpfs too, never the machine's default
             target.conf["ipam"]["dataDir"] = os.path.join(target.workdir, "host-local")
         else:
             md = Path(target.workdir) / "interfaces.xml"
