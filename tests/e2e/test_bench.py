@@ -35,7 +35,7 @@ def test_bench_small_run_reports_every_scenario_and_leaves_nothing():
     # every throwaway namespace of this run removed (they are named after its pid)
     assert not [n for n in netns_names() if re.match(rf"vbench{proc.pid}\D", n)]
     report = json.loads(stdout)
-    assert report["failed_calls"] == 0
+    assert report["failed_calls"] == 0 and report["machine"]["load_before"] >= 0
     results = report["results"]
     assert set(results) == {"reference", "vnetd", "inproc", "reference-ptp", "vnetd-transparent",
                             "pool-small", "pool-large"}

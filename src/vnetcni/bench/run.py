@@ -68,8 +68,8 @@ def measure_target(target: Target, sizes: dict, progress: Callable[[str], None])
     n = max(seq, b30, b110, callers)
     out: dict = {"label": target.label}
     with prepared(target, n + 1, target.key):
-        _pods(prefix, n + 1, True)
         try:
+            _pods(prefix, n + 1, True)
             warm = range(n, n + 1)  # one untimed ADD/DEL: bridge set up, pool learned, caches warm
             sc.sequential(target, "ADD", warm, prefix)
             out["warm_del"] = _del_phase(target, sc.sequential(target, "DEL", warm, prefix), _cids(warm, prefix))
@@ -109,8 +109,8 @@ def measure_pool(target: Target, size: int, calls: int, progress: Callable[[str]
     prefix = f"vbench{os.getpid()}{target.key}"
     out: dict = {"label": target.label, "addresses": size}
     with prepared(target, size, target.key):
-        _pods(prefix, size + 1, True)
         try:
+            _pods(prefix, size + 1, True)
             warm = range(size, size + 1)
             sc.sequential(target, "ADD", warm, prefix)
             out["warm_del"] = _del_phase(target, sc.sequential(target, "DEL", warm, prefix), _cids(warm, prefix))
@@ -139,7 +139,7 @@ def run_bench(seq: int = 50, b30: int = 30, b110: int = 110, progress: Callable[
     pool phase (both bridge mode only, like vnet without vnetd)."""
     from ..plugins.install import install
 
-    started = time.time()
+    started, load_before = time.time(), os.getloadavg()[0]
     bridge = "bridge" in modes
     sizes = {"sequential": seq, "burst": b30, "big_burst": b110}
     if bridge and callers:
@@ -166,7 +166,11 @@ def run_bench(seq: int = 50, b30: int = 30, b110: int = 110, progress: Callable[
     finally:
         subprocess.run(["rm", "-rf", bin_dir])
     table = rows(results, sizes)
-    return {"machine": {"cpus": os.cpu_count(), "kernel": platform.release(), "python": platform.python_version()},
+    machine = {"cpus": os.cpu_count(), "kernel": platform.release(), "python": platform.python_version(),
+               # the 1-minute load average when the run started and ended (its own load included):
+               # figures from a machine others load are noisy
+               "load_before": round(load_before, 2), "load_after": round(os.getloadavg()[0], 2)}
+    return {"machine": machine,
             "front_door": "compiled C client" if installed.compiled else "Python entry",
             "sizes": sizes, "modes": list(modes), "with_reference": with_reference,
             "results": results, "kernel_floor_ms": floor, "seconds": round(time.time() - started, 1),

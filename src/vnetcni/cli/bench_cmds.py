@@ -156,7 +156,9 @@ def bench(
         emit_json(report)
         return
     typer.echo(render_markdown(report))
-    typer.echo(f"\nfront door: {report['front_door']}; {report['machine']['cpus']} CPUs, kernel "
-               f"{report['machine']['kernel']}, Python {report['machine']['python']}; took {report['seconds']} s")
+    m = report["machine"]
+    typer.echo(f"\nfront door: {report['front_door']}; {m['cpus']} CPUs, kernel {m['kernel']}, Python {m['python']}; "
+               f"took {report['seconds']} s; load average {m['load_before']:.1f} at the start, "
+               f"{m['load_after']:.1f} at the end")
     if report["failed_calls"]:
         error(f"{report['failed_calls']} calls failed: see -o json for the first error of each scenario")
