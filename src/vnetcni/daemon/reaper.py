@@ -14,6 +14,16 @@ veth exists. The reaper then, in rounds:
    directory, and only then drops their records, one write of endpoints.json.
 A crash anywhere in between leaks nothing: the mark is on disk, and vnetd finishes every marked
 teardown before it serves (and when it stops); each step is idempotent.
+
+When a round starts: not while DELs keep arriving. A burst of DELs (a node drained, a
+deployment scaled down) is answered fastest when the reaper does not compete with it for the
+CPUs (the kernel's veth teardown is CPU work too) and for the endpoints file, and its veths are
+deleted in one batch afterwards. So a round starts once no DEL was marked for QUIET_SECONDS, and
+at the latest MAX_WAIT_SECONDS after the first DEL it will tear down: a bounded delay, during
+which the addresses stay held back (never handed out while their veths exist). An ADD that
+finds the pool full does not wait for it: it runs a round itself (plugins/vnet.py). A marked
+attachment whose lock was busy (its DEL still answering, an ADD taking it over) is tried again
+BUSY_RETRY_SECONDS later (doubling up to PERIOD_SECONDS), not only at the next DEL.
 """
 
 from __future__ import annotations
@@ -30,6 +40,9 @@ from ..state import attachments, locks
 
 log = logging.getLogger("vnetd")
 PERIOD_SECONDS = 5.0  # a round at least this often (a teardown a failed round left behind)
+QUIET_SECONDS = 0.01  # a round starts once no DEL was marked for this long...
+MAX_WAIT_SECONDS = 0.25  # ...or this long after the DEL that woke it, whichever comes first
+BUSY_RETRY_SECONDS = 0.02  # a marked attachment another call held: tried again this soon
 
 
 def now_iso() -> str:
@@ -50,6 +63,8 @@ class Reaper:
         self._stopping = threading.Event()
         self._round = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._last_queued = 0.0  # time.monotonic() of the latest DEL marked
+        self._busy = False  # the last round left a marked attachment another call held
         self.reaped = 0  # teardowns finished since start (status, tests)
 
     # --- called by the DEL path ---------------------------------------------------------
@@ -57,6 +72,7 @@ class Reaper:
         """A teardown was marked in this vnet state directory: reap it soon."""
         if state_dir not in self._dirs:
             self._dirs[state_dir] = None
+        self._last_queued = time.monotonic()
         self._wake.set()
 
     # --- life cycle ---------------------------------------------------------------------
@@ -79,23 +95,44 @@ class Reaper:
                 dp.close()
 
     def _loop(self) -> None:
+        retry = None  # seconds until busy attachments are tried again (None: none is waiting)
         while not self._stopping.is_set():
-            self._wake.wait(PERIOD_SECONDS)
+            woken = self._wake.wait(PERIOD_SECONDS if retry is None else retry)
             self._wake.clear()
             if self._batch and not self._stopping.is_set():
                 self._stopping.wait(self._batch)
+            if woken:
+                self._settle()
             if self._stopping.is_set():
                 return  # stop() finishes what is marked
             try:
                 self.reap_all()
             except Exception as exc:  # noqa: BLE001 - the next round tries again
                 log.warning("teardown reaper: %s", getattr(exc, "msg", exc))
+            if self._busy:
+                retry = BUSY_RETRY_SECONDS if retry is None else min(retry * 2, PERIOD_SECONDS)
+            else:
+                retry = None
+
+    def _settle(self) -> None:
+        """Wait while DELs keep arriving: until none was marked for QUIET_SECONDS, at most
+        MAX_WAIT_SECONDS (or until vnetd stops)."""
+        until = time.monotonic() + MAX_WAIT_SECONDS
+        while not self._stopping.is_set():
+            now = time.monotonic()
+            quiet = self._last_queued + QUIET_SECONDS - now
+            if quiet <= 0 or now >= until:
+                return
+            self._stopping.wait(min(quiet, until - now))
 
     # --- the work -----------------------------------------------------------------------
     def reap_all(self) -> int:
         done = 0
+        busy = False
         for state_dir in list(self._dirs):
             done += self.reap(state_dir)
+            busy = busy or self._busy
+        self._busy = busy
         return done
 
     def reap(self, state_dir: str) -> int:
@@ -104,6 +141,7 @@ class Reaper:
         from ..plugins.reconcile import release_addresses
 
         with self._round:
+            self._busy = False
             store = EndpointStore(state_dir)
             marked = store.tearing_down()
             if not marked:
@@ -111,6 +149,7 @@ class Reaper:
             lock_dir = NodeLayout(state_dir).lock_dir
             with contextlib.ExitStack() as held:
                 mine = [rec for rec in marked.values() if self._take(held, lock_dir, rec)]
+                self._busy = len(mine) < len(marked)  # the others: tried again soon (_loop)
                 if not mine:
                     return 0
                 current = store.all()  # under the locks: what is still marked is ours
