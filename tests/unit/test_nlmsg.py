@@ -33,8 +33,11 @@ def ours(mtype: int, body: bytes, flags: int = FLAGS, seq: int = 42) -> bytes:
 def test_veth_pair_with_its_peer_in_the_pods_namespace(master):
     msg = ifinfmsg()
     msg["flags"] = msg["change"] = 1
-    peer = [("IFLA_IFNAME", "eth0"), ("IFLA_NET_NS_FD", 5), ("IFLA_MTU", 1450), ("IFLA_ADDRESS", "02:aa:bb:cc:dd:02")]
+    queues = [("IFLA_NUM_TX_QUEUES", 1), ("IFLA_NUM_RX_QUEUES", 1)]
+    peer = [("IFLA_IFNAME", "eth0"), ("IFLA_NET_NS_FD", 5), ("IFLA_MTU", 1450), ("IFLA_ADDRESS", "02:aa:bb:cc:dd:02"),
+            *queues]
     msg["attrs"] = [("IFLA_IFNAME", "azv5a6822c76a3"), ("IFLA_MTU", 1450), ("IFLA_ADDRESS", "02:aa:bb:cc:dd:01"),
+                    *queues,
                     *([("IFLA_MASTER", master)] if master else []),
                     ("IFLA_LINKINFO", {"attrs": [("IFLA_INFO_KIND", "veth"), ("IFLA_INFO_DATA", {"attrs": [
                         ("VETH_INFO_PEER", {"attrs": peer})]})]})]

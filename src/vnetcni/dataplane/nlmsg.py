@@ -34,6 +34,7 @@ NLA_F_NESTED, NLA_F_NET_BYTEORDER = 0x8000, 0x4000
 # link attributes
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_MASTER = 1, 3, 4, 10
 IFLA_LINKINFO, IFLA_NET_NS_FD = 18, 28
+IFLA_NUM_TX_QUEUES, IFLA_NUM_RX_QUEUES = 31, 32
 IFLA_INFO_KIND, IFLA_INFO_DATA, IFLA_INFO_SLAVE_KIND, IFLA_INFO_SLAVE_DATA = 1, 2, 4, 5
 VETH_INFO_PEER = 1
 IFLA_BRPORT_MODE = 4  # hairpin
@@ -110,11 +111,17 @@ def link_by_name(name: str) -> bytes:
 def veth_pair(name: str, peer: str, peer_netns_fd: int, mtu: int, mac: str, peer_mac: str,
               master: int | None) -> bytes:
     """RTM_NEWLINK of a veth pair: this end up (a port of `master` unless None), the peer named
-    `peer` created directly in the namespace `peer_netns_fd` refers to."""
+    `peer` created directly in the namespace `peer_netns_fd` refers to.
+
+    Each end asks for one TX and one RX queue: the number a veth uses anyway. Without them the
+    kernel allocates one per possible CPU, then cuts the device down to one (veth_init_queues),
+    and that cut waits for an RCU grace period (synchronize_net) while holding the rtnl lock,
+    which every netlink change on the node (every other pod's ADD) waits behind."""
+    queues = u32(IFLA_NUM_TX_QUEUES, 1) + u32(IFLA_NUM_RX_QUEUES, 1)
     peer_msg = (IFINFO.pack(0, 0, 0, 0, 0) + asciiz(IFLA_IFNAME, peer) + u32(IFLA_NET_NS_FD, peer_netns_fd)
-                + u32(IFLA_MTU, mtu) + lladdr(IFLA_ADDRESS, peer_mac))
+                + u32(IFLA_MTU, mtu) + lladdr(IFLA_ADDRESS, peer_mac) + queues)
     return (IFINFO.pack(0, 0, 0, IFF_UP, IFF_UP) + asciiz(IFLA_IFNAME, name) + u32(IFLA_MTU, mtu)
-            + lladdr(IFLA_ADDRESS, mac) + (u32(IFLA_MASTER, master) if master else b"")
+            + lladdr(IFLA_ADDRESS, mac) + queues + (u32(IFLA_MASTER, master) if master else b"")
             + nested(IFLA_LINKINFO, asciiz(IFLA_INFO_KIND, "veth"),
                      nested(IFLA_INFO_DATA, attr(VETH_INFO_PEER, peer_msg))))
 
