@@ -13,11 +13,11 @@ what it cannot read on stdin; an unknown verb is code 4.
 from __future__ import annotations
 
 import abc
-import json
 import sys
-from collections.abc import Mapping  # free: json -> re -> functools already loads collections
+from collections.abc import Mapping  # free: contextlib and threading load collections
 
 from . import versions
+from . import fastjson as json  # json without `re` (plugin start-up)
 from .config import NetConf, parse_netconf
 from .errors import CNIError, INTERNAL, INVALID_CONFIG, INVALID_ENV, IO_FAILURE
 from .invocation import MAX_STDIN_BYTES, Invocation, read_invocation

@@ -6,10 +6,10 @@ invocations of our own plugins never delegate.
 
 from __future__ import annotations
 
-import json
 import os
-from collections.abc import Mapping  # free: json -> re -> functools already loads collections
+from collections.abc import Mapping  # free: contextlib and threading load collections
 
+from . import fastjson as json  # json without `re` (plugin start-up)
 from .errors import CNIError, DECODE_FAILURE, INTERNAL, INVALID_CONFIG, PLUGIN_NOT_AVAILABLE
 
 

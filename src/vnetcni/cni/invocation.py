@@ -7,11 +7,11 @@ removal sends `CNI_NETNS=""`); GC needs CNI_PATH; VERSION and STATUS need only t
 
 from __future__ import annotations
 
-import json
 import os
-from collections.abc import Mapping  # free: json -> re -> functools already loads collections
+from collections.abc import Mapping  # free: contextlib and threading load collections
 
 from ._record import FrozenRecord
+from . import fastjson as json  # json without `re` (plugin start-up)
 from .errors import CNIError, DECODE_FAILURE, INVALID_CONFIG, INVALID_ENV
 
 VERBS = ("ADD", "DEL", "CHECK", "VERSION", "STATUS", "GC")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import errno
 import ipaddress
-import socket
+import _socket as socket  # socket.py minus its enums and selectors (~2.5 ms of plugin start-up)
 import struct
 
 from . import netns as nsutil

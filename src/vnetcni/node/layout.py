@@ -34,10 +34,10 @@ Building a layout reads nothing and creates nothing; `ensure()` creates the dire
 
 from __future__ import annotations
 
-import json
 import os
 
 from ..cni._record import FrozenRecord
+from ..cni import fastjson as json  # json without `re` (plugin start-up)
 
 DEFAULT_STATE_DIR = "/var/run/vnet"
 SOCKET_NAME = "vnetd.sock"

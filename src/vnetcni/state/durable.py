@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import os
 import threading
 import time
@@ -28,6 +27,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 from ..cni.errors import CNIError, IO_FAILURE, STATE_CORRUPT
+from ..cni import fastjson as json  # json without `re` (plugin start-up)
 from .locks import DEFAULT_TIMEOUT as DEFAULT_LOCK_TIMEOUT, flocked
 
 
