@@ -6,6 +6,13 @@ reconciles stale endpoints at start, refreshes the address pools in the backgrou
 line per request, and stops cleanly on SIGTERM/SIGINT (requests in flight finish). With
 --conflist, it installs that conflist into --cni-conf-dir once it serves requests and the node's
 pool is known, and leaves it in place when it stops (see deploy/conflist.py).
+
+Memory: started as a program (`vnetd`, `python -m vnetcni.daemon.main`: the DaemonSet, vnetctl,
+the tests, the bench), vnetd parses its arguments with typer, then re-executes itself (same pid,
+same command line) with the parsed arguments in VNETD_SERVE_ARGS: the process that serves never
+imports typer, rich, click or pydantic (~20 MiB of module objects a long-lived process would keep
+for nothing). It also caps glibc's malloc arenas before its threads start (32 workers would
+otherwise each get an arena of their own).
 """
 
 from __future__ import annotations
@@ -132,13 +139,64 @@ def _ipam_dirs(state_dir: str) -> list[str]:
         return []
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run vnetd with these arguments; its exit code (2 for bad arguments, never a traceback)."""
+SERVE_ARGS_ENV = "VNETD_SERVE_ARGS"  # the argument stage's parsed arguments, for the serving stage
+_reexec = False  # main(reexec=True) is running
+MALLOC_ARENAS = 2  # glibc malloc arenas vnetd may use (Python code runs one thread at a time anyway)
+
+
+def main(argv: list[str] | None = None, reexec: bool = False) -> int:
+    """Run vnetd with these arguments; its exit code (2 for bad arguments, never a traceback).
+    reexec (the program's entry point only): serve from a fresh image of this process, see
+    serve_in_fresh_process."""
+    global _reexec
+    _reexec = reexec
     try:
-        app(args=argv, prog_name="vnetd")
+        _app()(args=argv, prog_name="vnetd")
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     return 0
+
+
+def serve_in_fresh_process(kwargs: dict) -> None:
+    """Replace this process (same pid, same command line) with one that serves with these
+    arguments and has never imported the argument parser. Returns only if that is impossible
+    (then the caller serves from this process)."""
+    env = dict(os.environ)
+    env[SERVE_ARGS_ENV] = json.dumps(kwargs)
+    argv = list(getattr(sys, "orig_argv", None) or [sys.executable, *sys.argv])
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execve(sys.executable, [sys.executable, *argv[1:]], env)
+    except OSError:
+        return
+
+
+def serve_staged(text: str) -> int:
+    """The serving stage: the arguments the argument stage parsed (and checked)."""
+    try:
+        kwargs = json.loads(text)
+        if not isinstance(kwargs, dict):
+            raise ValueError("not an object")
+    except ValueError as exc:
+        print(f"error: {SERVE_ARGS_ENV} is not vnetd's parsed arguments ({exc}); unset it", file=sys.stderr)
+        return 2
+    return serve(**kwargs)
+
+
+def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
+    """Cap glibc's malloc arenas (M_ARENA_MAX) for threads started from now on; without it every
+    worker thread that allocates gets an arena of its own (~1-2 MiB resident each). An operator's
+    MALLOC_ARENA_MAX wins. False where it cannot be applied (another libc)."""
+    if os.environ.get("MALLOC_ARENA_MAX"):
+        return False
+    try:
+        import ctypes
+
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(-8, arenas))  # -8: M_ARENA_MAX in glibc's malloc.h
 
 
 def _version(value: bool) -> None:
@@ -188,10 +246,26 @@ def _build_app():
         _v: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                 help="Print the version and exit."),
     ) -> None:
-        raise typer.Exit(serve(state_dir, metrics_port, metrics_address, log_file or None, no_reconcile,
-                               conflist or None, cni_conf_dir, conflist_name, teardown_batch_ms / 1000))
+        kwargs = dict(state_dir=state_dir, metrics_port=metrics_port, metrics_address=metrics_address,
+                      log_file=log_file or None, no_reconcile=no_reconcile, conflist=conflist or None,
+                      cni_conf_dir=cni_conf_dir, conflist_name=conflist_name,
+                      teardown_batch_seconds=teardown_batch_ms / 1000)
+        if _reexec:
+            serve_in_fresh_process(kwargs)  # returns only if it could not
+        raise typer.Exit(serve(**kwargs))
 
     return cmd
+
+
+_built = None
+
+
+def _app():
+    """The argument parser, built on first use (the serving stage never builds it)."""
+    global _built
+    if _built is None:
+        _built = _build_app()
+    return _built
 
 
 def serve(state_dir: str, metrics_port: int = 0, metrics_address: str = "127.0.0.1",
@@ -201,6 +275,7 @@ def serve(state_dir: str, metrics_port: int = 0, metrics_address: str = "127.0.0
     from .refresher import PoolRefresher
     from .server import DaemonRunning, Server
 
+    limit_malloc_arenas()  # before any thread of vnetd's starts
     logging.basicConfig(level=logging.INFO, format="vnetd %(levelname)s %(message)s", stream=sys.stderr)
     log = logging.getLogger("vnetd")
 
@@ -310,11 +385,11 @@ def serve(state_dir: str, metrics_port: int = 0, metrics_address: str = "127.0.0
     return 0
 
 
-app = _build_app()
-
-
 def run() -> None:
-    sys.exit(main())
+    staged = os.environ.pop(SERVE_ARGS_ENV, None)
+    if staged is not None:
+        sys.exit(serve_staged(staged))
+    sys.exit(main(reexec=True))
 
 
 if __name__ == "__main__":

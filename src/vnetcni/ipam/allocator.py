@@ -81,7 +81,7 @@ def allocate(state: IpamState, network: str, container_id: str, ifname: str, now
                        container_id=container_id, ifname=ifname, allocated=now, pod_name=pod_name,
                        pod_namespace=pod_namespace)
     if six:
-        alloc.address6, alloc.gateway6 = six[0][0].cidr(six[0][1]), six[0][0].gateway
+        alloc = alloc.replace(address6=six[0][0].cidr(six[0][1]), gateway6=six[0][0].gateway)
     state.allocations[alloc.key] = alloc
     for _, ip in picked:
         state.cooling.pop(ip, None)

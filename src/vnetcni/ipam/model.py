@@ -107,7 +107,10 @@ class NodePool(FrozenRecord):
         return f"{address}/{self.prefixlen}"
 
 
-class Allocation(Record):
+class Allocation(FrozenRecord):
+    """One owner's address(es). Frozen: a state's records are shared by the copies readers get
+    (ipam/store.py), so a change replaces a record, never edits it."""
+
     __slots__ = ("address", "gateway", "network", "container_id", "ifname", "allocated",
                  "pod_name", "pod_namespace", "address6", "gateway6")
     address: str  # CIDR, e.g. "10.240.0.36/16"
@@ -124,16 +127,9 @@ class Allocation(Record):
     def __init__(self, address: str, gateway: str, network: str, container_id: str, ifname: str,
                  allocated: float, pod_name: str = "", pod_namespace: str = "", address6: str = "",
                  gateway6: str = "") -> None:
-        self.address = address
-        self.gateway = gateway
-        self.address6 = address6
-        self.gateway6 = gateway6
-        self.network = network
-        self.container_id = container_id
-        self.ifname = ifname
-        self.allocated = allocated
-        self.pod_name = pod_name
-        self.pod_namespace = pod_namespace
+        self._set(address=address, gateway=gateway, address6=address6, gateway6=gateway6, network=network,
+                  container_id=container_id, ifname=ifname, allocated=allocated, pod_name=pod_name,
+                  pod_namespace=pod_namespace)
 
     @property
     def ip(self) -> str:
@@ -187,8 +183,8 @@ class Allocation(Record):
                    pod_namespace=_str(d, "podNamespace", ""), address6=address6, gateway6=gateway6)
 
 
-class Cooling(Record):
-    """A released address that should rest before it is handed out again."""
+class Cooling(FrozenRecord):
+    """A released address that should rest before it is handed out again (frozen, like Allocation)."""
 
     __slots__ = ("released", "reusable_after", "previous_owner")
     released: float
@@ -196,9 +192,7 @@ class Cooling(Record):
     previous_owner: str
 
     def __init__(self, released: float, reusable_after: float, previous_owner: str = "") -> None:
-        self.released = released
-        self.reusable_after = reusable_after
-        self.previous_owner = previous_owner
+        self._set(released=released, reusable_after=reusable_after, previous_owner=previous_owner)
 
     def to_doc(self) -> dict:
         return {"released": iso(self.released), "reusableAfter": iso(self.reusable_after),
@@ -323,17 +317,34 @@ class IpamState(Record):
         listed = self.pool_ips()
         return [a for a in self.allocations.values() if any(ip not in listed for ip in a.ips)]
 
-    def to_doc(self) -> dict:
-        return {
+    def fork(self) -> "IpamState":
+        """A copy to change without changing this one: new tables and lists, the same (frozen)
+        records."""
+        state = IpamState()
+        state.pool, state.pool6, state.fetched_at, state.pool_source = (
+            self.pool, self.pool6, self.fetched_at, self.pool_source)
+        r = self.refresh
+        state.refresh = RefreshRecord(r.last_attempt, r.last_outcome, r.last_error, r.source,
+                                      None if r.config is None else dict(r.config))
+        state.allocations = dict(self.allocations)
+        state.cooling = dict(self.cooling)
+        state.recovered = list(self.recovered)
+        return state
+
+    def to_doc(self, tables: bool = True) -> dict:
+        """The document; tables=False leaves out the two tables (allocations, cooling)."""
+        doc = {
             "kind": KIND,
             "schemaVersion": SCHEMA_VERSION,
             "pool": None if self.pool is None else _pool_to_doc(self.pool, self.fetched_at, self.pool_source),
             **({"pool6": _pool_to_doc(self.pool6, self.fetched_at, self.pool_source)} if self.pool6 else {}),
             "refresh": self.refresh.to_doc(),
-            "allocations": {k: a.to_doc() for k, a in sorted(self.allocations.items())},
-            "cooling": {ip: c.to_doc() for ip, c in sorted(self.cooling.items())},
             "recovered": list(self.recovered),
         }
+        if tables:
+            doc["allocations"] = {k: a.to_doc() for k, a in sorted(self.allocations.items())}
+            doc["cooling"] = {ip: c.to_doc() for ip, c in sorted(self.cooling.items())}
+        return doc
 
     @classmethod
     def from_doc(cls, doc: dict) -> "IpamState":

@@ -102,7 +102,8 @@ def _endpoint_allocation(name: str, rec, state: IpamState, now: float) -> Alloca
         subnet6 = ipaddress.ip_network(state.pool6.subnet)
         six = [c for c in candidates[1:] if c[0].version == 6 and c[0].ip in subnet6]
         if six:
-            alloc.address6, alloc.gateway6 = _as_allocated(state, *six[0])
+            address6, gateway6 = _as_allocated(state, *six[0])
+            alloc = alloc.replace(address6=address6, gateway6=gateway6)
     return alloc
 
 

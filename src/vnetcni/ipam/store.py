@@ -23,8 +23,8 @@ if TYPE_CHECKING:
 
 from ..cni.errors import CNIError, STATE_CORRUPT
 from ..node.layout import IPAM_FILE, NodeLayout
-from ..state.durable import DurableDocument
-from .model import KIND, SCHEMA_VERSION, IpamState
+from ..state.durable import DurableDocument, encode_with_rows
+from .model import KIND, SCHEMA_VERSION, Allocation, Cooling, IpamState
 
 if TYPE_CHECKING:
     T = TypeVar("T")
@@ -32,31 +32,27 @@ CORRUPT_PREFIX = IPAM_FILE + ".corrupt-"
 
 
 class _IpamDocument(DurableDocument):
+    """ipam.json read as an IpamState: parsed and checked once per content in a process (vnetd
+    reads the state its last write left without parsing it again), written row by row (only
+    the allocations and cooling entries a call changed are encoded again): a call's cost does
+    not grow with the number of pods (see DurableDocument)."""
+
+    cached = True
+
     def __init__(self, path: str) -> None:
         super().__init__(path, KIND, SCHEMA_VERSION, lambda: IpamState.from_doc({}).to_doc())
 
-    def _decode(self, raw: bytes) -> tuple[dict | None, str]:
-        doc, why = super()._decode(raw)
-        if why:
-            return None, why
-        try:
-            self._built = (doc, IpamState.from_doc(doc))  # the check builds it: keep it for state()
-        except ValueError as exc:
-            return None, f"its body has the wrong shape: {exc}"
-        return doc, ""
-
-    def _load(self, doc: dict) -> IpamState:
-        return self.state(doc)
-
-    def _dump(self, state: IpamState) -> dict:
-        return state.to_doc()
-
-    def state(self, doc: dict) -> IpamState:
-        """The IpamState of a document this object just decoded (built once), or of any other."""
-        built = getattr(self, "_built", None)
-        if built is not None and built[0] is doc:
-            return built[1]
+    def _build(self, doc: dict) -> IpamState:
         return IpamState.from_doc(doc)
+
+    def _fork(self, state: IpamState) -> IpamState:
+        return state.fork()
+
+    def _encode_obj(self, state: IpamState, rows: dict) -> tuple[bytes, dict]:
+        doc = state.to_doc(tables=False)
+        doc["kind"], doc["schemaVersion"] = self.kind, self.schema_version
+        return encode_with_rows(doc, {"allocations": (state.allocations, Allocation.to_doc),
+                                      "cooling": (state.cooling, Cooling.to_doc)}, rows)
 
 
 class StateNeedsRebuild(CNIError):
@@ -79,23 +75,19 @@ class IpamStore:
     def read(self) -> IpamState:
         """A lock-free snapshot, no side effects (CorruptState if the file is unreadable; it
         stays in place)."""
-        return self._doc.state(self._doc.read())
+        return self._doc.read()
 
     def read_for_update(self) -> IpamState:
         """read() for a caller about to write (ADD): an unreadable file is moved aside under the
         lock (CorruptState naming where), which arms the corruption guard."""
-        return self._doc.state(self._doc.read_for_update())
+        return self._doc.read_for_update()
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[IpamState]:
         """Read-modify-write under the lock. Written only if the state changed; an exception in
         the body writes nothing."""
-        with self._doc.transaction() as doc:
-            state = self._doc.state(doc)
+        with self._doc.transaction() as state:  # the bytes are compared: unchanged means unwritten
             yield state
-            after = state.to_doc()  # the document compares the bytes: unchanged means unwritten
-            doc.clear()
-            doc.update(after)
 
     def apply(self, change: Callable[[IpamState], T]) -> T:
         """change(state) as one read-modify-write; concurrent calls in one process (vnetd)

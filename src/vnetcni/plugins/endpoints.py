@@ -11,11 +11,11 @@ import contextlib
 import os
 from collections.abc import Iterable, Iterator
 
-from ..cni._record import Record
+from ..cni._record import FrozenRecord
 from ..ipam.model import looks_like_cidr
 from ..node.layout import DEFAULT_STATE_DIR, NodeLayout
 from ..state.digest import sha256_hex
-from ..state.durable import CorruptState, DurableDocument
+from ..state.durable import CorruptState, DurableDocument, encode_with_rows
 
 KIND = "vnet-endpoints"
 SCHEMA_VERSION = 1
@@ -55,8 +55,10 @@ _STRINGS = (("network", "network", True), ("container_id", "containerId", True),
 _OPTIONAL_KEYS = {"bridgeMac", "ipamStateDir", "bootId", "mode", "tearingDown"}  # written only when set (older records lack them)
 
 
-class EndpointRecord(Record):
-    """What the vnet plugin made for one attachment (written once its interface exists)."""
+class EndpointRecord(FrozenRecord):
+    """What the vnet plugin made for one attachment (written once its interface exists).
+    Frozen: the records are shared by the copies of the table readers get (see
+    _EndpointsDocument), so a change replaces a record, never edits it."""
 
     __slots__ = tuple(a for a, _, _ in _STRINGS) + ("ips", "gateways", "routes", "dns", "mtu", "cooldown_seconds")
     network: str
@@ -89,22 +91,13 @@ class EndpointRecord(Record):
                  ips: Iterable[str] = (), gateways: Iterable[str] = (), routes: Iterable[dict] = (),
                  dns: dict | None = None,
                  mtu: int | None = None, cooldown_seconds: float | None = None, **strings: str) -> None:
-        self.network = network
-        self.container_id = container_id
-        self.ifname = ifname
-        self.host_ifname = host_ifname
-        for attr, _, required in _STRINGS:
-            if not required:
-                setattr(self, attr, strings.pop(attr, ""))
-        self.bridge = bridge
+        values = {attr: strings.pop(attr, "") for attr, _, required in _STRINGS if not required}
+        values["bridge"] = bridge
         if strings:
             raise TypeError(f"EndpointRecord has no field(s) {', '.join(sorted(strings))}")
-        self.ips = list(ips)
-        self.gateways = list(gateways)
-        self.routes = [dict(r) for r in routes]
-        self.dns = dict(dns or {})
-        self.mtu = mtu
-        self.cooldown_seconds = cooldown_seconds
+        self._set(network=network, container_id=container_id, ifname=ifname, host_ifname=host_ifname,
+                  **values, ips=list(ips), gateways=list(gateways), routes=[dict(r) for r in routes],
+                  dns=dict(dns or {}), mtu=mtu, cooldown_seconds=cooldown_seconds)
 
     @property
     def key(self) -> str:
@@ -173,30 +166,25 @@ class EndpointRecord(Record):
 
 
 class _EndpointsDocument(DurableDocument):
-    """endpoints.json; its body is checked record by record (a bad one makes it unreadable)."""
+    """endpoints.json read as {key: EndpointRecord}; its body is checked record by record (a bad
+    one makes it unreadable). Parsed and checked once per content in a process, written row by
+    row (only the records a call changed are encoded again): a call's cost does not grow with
+    the number of pods (see DurableDocument)."""
+
+    cached = True
 
     def __init__(self, path: str) -> None:
         super().__init__(path, KIND, SCHEMA_VERSION, lambda: {"endpoints": {}})
 
-    def _decode(self, raw: bytes) -> tuple[dict | None, str]:
-        doc, why = super()._decode(raw)
-        if why:
-            return None, why
-        try:
-            table = records_of(doc)
-        except ValueError as exc:
-            return None, f"its body has the wrong shape: {exc}"
-        self._built = (doc, table)
-        return doc, ""
-
-    def _load(self, doc: dict) -> dict[str, EndpointRecord]:
-        built = getattr(self, "_built", None)
-        if built is not None and built[0] is doc:
-            return dict(built[1])
+    def _build(self, doc: dict) -> dict[str, EndpointRecord]:
         return records_of(doc)
 
-    def _dump(self, table: dict[str, EndpointRecord]) -> dict:
-        return {"endpoints": {k: r.to_dict() for k, r in table.items()}}
+    def _fork(self, table: dict[str, EndpointRecord]) -> dict[str, EndpointRecord]:
+        return dict(table)
+
+    def _encode_obj(self, table: dict[str, EndpointRecord], rows: dict) -> tuple[bytes, dict]:
+        return encode_with_rows({"kind": self.kind, "schemaVersion": self.schema_version},
+                                {"endpoints": (table, EndpointRecord.to_dict)}, rows)
 
 
 def records_of(doc: dict) -> dict[str, EndpointRecord]:
@@ -226,7 +214,7 @@ class EndpointStore:
 
     def all(self) -> dict[str, EndpointRecord]:
         """Every record (a read: no side effects; CorruptState, code 101, when unreadable)."""
-        return self.doc._load(self.doc.read())
+        return self.doc.read()
 
     def get(self, key: str) -> EndpointRecord | None:
         return self.all().get(key)
@@ -235,7 +223,7 @@ class EndpointStore:
         """For a caller about to write the records (ADD): an unreadable file is moved aside
         (kept on disk as evidence) and the attachment is looked up in the fresh, empty table."""
         try:
-            return self.doc._load(self.doc.read_for_update()).get(key)
+            return self.doc.read_for_update().get(key)
         except CorruptState as err:
             if err.moved_to is None:
                 raise

@@ -21,6 +21,8 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
+from itertools import compress
+from operator import is_not
 
 TYPE_CHECKING = False  # typing itself is not imported at run time (plugin start-up cost)
 if TYPE_CHECKING:
@@ -51,16 +53,51 @@ def encode_document(doc: dict) -> bytes:
     """JSON with one line per entry of a table (a dict of objects, e.g. endpoints by key), keys
     sorted: readable and grep-able, and written by the C encoder (json's `indent` falls back to
     the pure-Python one, ~3x slower on a 110-pod node, on every ADD and DEL)."""
+    return _join({key: _entry(key, value) for key, value in doc.items()})
+
+
+def _entry(key: str, value: object) -> str:
     dumps = json.dumps
-    parts = []
-    for key in sorted(doc):
-        value = doc[key]
-        if isinstance(value, dict) and value and all(isinstance(v, dict) for v in value.values()):
-            rows = ",\n".join(f"    {dumps(k)}: {dumps(v, sort_keys=True)}" for k, v in sorted(value.items()))
-            parts.append(f"  {dumps(key)}: {{\n{rows}\n  }}")
+    if isinstance(value, dict) and value and all(isinstance(v, dict) for v in value.values()):
+        rows = ",\n".join(f"    {dumps(k)}: {dumps(v, sort_keys=True)}" for k, v in sorted(value.items()))
+        return f"  {dumps(key)}: {{\n{rows}\n  }}"
+    return f"  {dumps(key)}: {dumps(value, sort_keys=True)}"
+
+
+def _join(parts: dict[str, str]) -> bytes:
+    return ("{\n" + ",\n".join(parts[k] for k in sorted(parts)) + "\n}\n").encode()
+
+
+def encode_with_rows(doc: dict, tables: dict, rows: dict) -> tuple[bytes, dict]:
+    """encode_document(doc plus each table as {key: to_doc(record)}), without converting or
+    encoding again a record whose row an earlier encoding made. tables: name -> (records by
+    key, to_doc). rows: what the earlier encoding returned ({} at first). Records in a state
+    table are never changed in place (a change replaces the record), so the same object under
+    the same key means the same row; finding the rows that changed is done by C loops (map,
+    compress), so a call that changes one record of many pays for one. Returns the bytes and
+    the rows to pass next time."""
+    dumps = json.dumps
+    parts = {key: _entry(key, value) for key, value in doc.items()}
+    made = {}
+    for name, (table, to_doc) in tables.items():
+        if not table:
+            parts[name] = f"  {dumps(name)}: {{}}"
+            continue
+        keys = sorted(table)
+        records = list(map(table.__getitem__, keys))
+        before = rows.get(name)
+        if before is None:
+            texts = [None] * len(keys)
+            changed = range(len(keys))
         else:
-            parts.append(f"  {dumps(key)}: {dumps(value, sort_keys=True)}")
-    return ("{\n" + ",\n".join(parts) + "\n}\n").encode()
+            old_records, old_texts = before
+            texts = list(map(old_texts.get, keys))
+            changed = compress(range(len(keys)), map(is_not, records, map(old_records.get, keys)))
+        for i in changed:
+            texts[i] = f"    {dumps(keys[i])}: {dumps(to_doc(records[i]), sort_keys=True)}"
+        made[name] = (dict(zip(keys, records)), dict(zip(keys, texts)))
+        parts[name] = f"  {dumps(name)}: {{\n" + ",\n".join(texts) + "\n  }"
+    return _join(parts), made
 
 
 def fsync_dir(path: str) -> None:
@@ -123,8 +160,30 @@ def rename_unique(src: str, base: str) -> str:
     raise OSError(errno.EEXIST, "no free name for the corrupt file", base)
 
 
+# Parsed documents by path, for documents that ask for it (`cached`): (the exact bytes, what
+# they parse to, the rows their encoding made). A read whose bytes are these bytes takes a copy
+# of the object instead of parsing and checking the file again; any other bytes (another
+# process wrote the file, an operator edited it, it is corrupt) are parsed as usual. Keyed by
+# content, never by a file's name, size or time: it cannot be stale.
+_parsed: dict[str, tuple[bytes, Any, dict]] = {}
+_PARSED_MAX = 64  # paths remembered (vnetd serves a handful of state directories)
+
+
+def _remember(path: str, raw: bytes, obj: Any, rows: dict) -> None:
+    if path not in _parsed and len(_parsed) >= _PARSED_MAX:
+        _parsed.clear()
+    _parsed[path] = (raw, obj, rows)
+
+
 class DurableDocument:
-    """One JSON document with a `kind` and a `schemaVersion`."""
+    """One JSON document with a `kind` and a `schemaVersion`.
+
+    A subclass may read it as an object of its own (`_build`, ValueError for a body of the wrong
+    shape) and set `cached`: then each content is parsed and checked once per process (see
+    _parsed), every reader gets its own copy (`_fork`: new containers, the same records, which
+    are never changed in place), and `_encode_obj` may reuse the rows of the last encoding."""
+
+    cached = False
 
     def __init__(self, path: str, kind: str, schema_version: int,
                  empty: Callable[[], dict]) -> None:
@@ -173,12 +232,45 @@ class DurableDocument:
             return None, f"schema version {doc.get('schemaVersion')!r}, expected {self.schema_version}"
         return doc, ""
 
-    def _parse(self, raw: bytes) -> dict:
-        """Parse under the lock; an unreadable file is moved aside (only a lock holder may move it)."""
+    def _build(self, doc: dict) -> Any:
+        """The object a reader gets for a decoded document (default: the document itself);
+        ValueError when the body has the wrong shape."""
+        return doc
+
+    def _fork(self, obj: Any) -> Any:
+        """A copy of a cached object its reader may change (cached documents only)."""
+        return obj
+
+    def _encode_obj(self, obj: Any, rows: dict) -> tuple[bytes, dict]:
+        """The bytes of an object (and the rows to reuse next time: see encode_with_rows)."""
+        return self._encode(obj), {}
+
+    def _empty_obj(self) -> Any:
+        return self._build(self._new())
+
+    def _decode_obj(self, raw: bytes) -> tuple[Any, str]:
+        """(object, "") or (None, why the file is unreadable)."""
+        memo = _parsed.get(self.path) if self.cached else None
+        if memo is not None and memo[0] == raw:  # these very bytes were parsed and checked
+            return self._fork(memo[1]), ""
         doc, why = self._decode(raw)
         if why:
+            return None, why
+        try:
+            obj = self._build(doc)
+        except ValueError as exc:
+            return None, f"its body has the wrong shape: {exc}"
+        if not self.cached:
+            return obj, ""
+        _remember(self.path, raw, obj, memo[2] if memo is not None else {})
+        return self._fork(obj), ""
+
+    def _parse(self, raw: bytes) -> Any:
+        """Parse under the lock; an unreadable file is moved aside (only a lock holder may move it)."""
+        obj, why = self._decode_obj(raw)
+        if why:
             self._move_aside(why)
-        return doc
+        return obj
 
     def _read_raw(self) -> bytes | None:
         try:
@@ -189,22 +281,22 @@ class DurableDocument:
         except OSError as exc:
             raise CNIError(IO_FAILURE, f"cannot read {self.path}: {exc.strerror}") from None
 
-    def _read_locked(self) -> dict:
+    def _read_locked(self) -> Any:
         raw = self._read_raw()
-        return self._new() if raw is None else self._parse(raw)
+        return self._empty_obj() if raw is None else self._parse(raw)
 
-    def read(self) -> dict:
+    def read(self) -> Any:
         """The current document (a lock-free snapshot: renames are atomic). No side effects:
         an unreadable file raises CorruptState and stays where it is."""
         raw = self._read_raw()
         if raw is None:
-            return self._new()
-        doc, why = self._decode(raw)
+            return self._empty_obj()
+        obj, why = self._decode_obj(raw)
         if why:
             raise CorruptState(self.path, None, why)
-        return doc
+        return obj
 
-    def read_for_update(self) -> dict:
+    def read_for_update(self) -> Any:
         """read() for a caller that is about to change the document: a file that looks
         unreadable is judged again under the lock and moved aside (CorruptState with moved_to).
         Two such callers never both move it, nor move a writer's fresh file by mistake."""
@@ -222,52 +314,51 @@ class DurableDocument:
             yield
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[dict]:
+    def transaction(self) -> Iterator[Any]:
         """Read-modify-write under the lock; written only if the body changed the document."""
         with self.locked():
             raw = self._read_raw()
-            doc = self._new() if raw is None else self._parse(raw)
-            before = self._encode(self._new()) if raw is None else raw
-            yield doc
-            data = self._encode(doc)
-            if data != before:  # files are always written in this encoding: same bytes, same document
-                self._write_bytes(data)
+            obj = self._empty_obj() if raw is None else self._parse(raw)
+            yield obj
+            self._commit(obj, raw)
+
+    def _commit(self, obj: Any, raw: bytes | None) -> None:
+        """Write obj unless its bytes are those read (raw; None: no file, the empty document)."""
+        memo = _parsed.get(self.path) if self.cached else None
+        data, rows = self._encode_obj(obj, memo[2] if memo is not None else {})
+        before = raw if raw is not None else self._encode_obj(self._empty_obj(), {})[0]
+        if data != before:  # files are always written in this encoding: same bytes, same document
+            self._write_bytes(data)
+        elif raw is None:
+            return
+        if self.cached:
+            _remember(self.path, data, self._fork(obj), rows)
 
     def apply(self, change: Callable[[Any], Any]) -> Any:
         """change(obj) in a read-modify-write, with group commit: concurrent callers in this
         process (vnetd's workers) that change the same file share one lock acquisition, one
         read, one write and one fsync. Returns what change returned, or raises what it raised;
         a change that raises leaves no trace (the others are applied again to a fresh read).
-        obj is what `_load` makes of the document (the document itself unless a subclass says)."""
+        obj is what `_build` makes of the document (the document itself unless a subclass says)."""
         return _combiner(self.path).submit(self, change)
-
-    def _load(self, doc: dict) -> Any:
-        return doc
-
-    def _dump(self, obj: Any) -> dict:
-        return obj
 
     def _run_batch(self, batch: list["_Pending"]) -> None:
         with self.locked():
             raw = self._read_raw()
-            doc = self._new() if raw is None else self._parse(raw)
-            before = self._encode(self._new()) if raw is None else raw
-            obj = self._load(doc)
+            obj = self._empty_obj() if raw is None else self._parse(raw)
             done: list[_Pending] = []
             for item in batch:
                 try:
                     item.result = item.change(obj)
                 except BaseException as exc:  # isolate it: replay the others on a fresh read
                     item.error = exc
-                    obj = self._load(self._new() if raw is None else self._parse(raw))
+                    obj = self._empty_obj() if raw is None else self._parse(raw)
                     for ok in done:
                         ok.result = ok.change(obj)
                 else:
                     done.append(item)
             if done:
-                data = self._encode(self._dump(obj))
-                if data != before:
-                    self._write_bytes(data)
+                self._commit(obj, raw)
 
     def _encode(self, doc: dict) -> bytes:
         doc["kind"] = self.kind
