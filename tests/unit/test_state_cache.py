@@ -174,3 +174,15 @@ def test_records_shared_between_copies_cannot_be_changed_in_place():
     with pytest.raises(AttributeError):
         alloc.address6 = "fd00::5/64"
     assert alloc.replace(address6="fd00::5/64", gateway6="fd00::1").ips == ("10.240.0.5", "fd00::5")
+
+
+def test_held_ips_are_the_holders_addresses():
+    from vnetcni.ipam.model import IpamState
+
+    state = IpamState()
+    state.allocations = {
+        "net/a/eth0": Allocation("10.240.0.5/16", "10.240.0.1", "net", "a", "eth0", 1.0),
+        "net/b/eth0": Allocation("10.240.0.6/16", "10.240.0.1", "net", "b", "eth0", 1.0, address6="fd00::6/64",
+                                 gateway6="fd00::1"),
+    }
+    assert state.held_ips() == set(state.holders()) == {"10.240.0.5", "10.240.0.6", "fd00::6"}

@@ -77,8 +77,9 @@ m.run()
     assert proc.stdout.strip() == "[('metrics_port', 9), ('state_dir', '/x')] []"
 
 
-def test_bad_serve_args_are_a_clear_error(tmp_path):
-    env = dict(os.environ, VNETD_SERVE_ARGS="[1, 2")
+@pytest.mark.parametrize("text", ["[1, 2", "[1, 2]", '{"state_dir": "/x", "colour": "red"}'])
+def test_bad_serve_args_are_a_clear_error(text):
+    env = dict(os.environ, VNETD_SERVE_ARGS=text)
     proc = subprocess.run([sys.executable, "-m", "vnetcni.daemon.main"], capture_output=True, text=True,
                           timeout=60, env=env)
     assert proc.returncode == 2

@@ -178,6 +178,9 @@ def serve_staged(text: str) -> int:
         kwargs = json.loads(text)
         if not isinstance(kwargs, dict):
             raise ValueError("not an object")
+        unknown = sorted(set(kwargs) - set(SERVE_PARAMS))
+        if unknown:
+            raise ValueError(f"unknown argument(s) {', '.join(unknown)}")
     except ValueError as exc:
         print(f"error: {SERVE_ARGS_ENV} is not vnetd's parsed arguments ({exc}); unset it", file=sys.stderr)
         return 2
@@ -383,6 +386,9 @@ def serve(state_dir: str, metrics_port: int = 0, metrics_address: str = "127.0.0
     log.info("stopped")
     os.close(instance)
     return 0
+
+
+SERVE_PARAMS = serve.__code__.co_varnames[:serve.__code__.co_argcount]  # what VNETD_SERVE_ARGS may name
 
 
 def run() -> None:

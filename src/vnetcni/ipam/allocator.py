@@ -34,7 +34,7 @@ def usage(state: IpamState, pool: NodePool | None = None) -> tuple[int, int]:
     (a dual-stack node's capacity is that of its IPv4 pool: its IPv6 pool is far larger)."""
     pool = pool or state.pool
     listed = set(pool.addresses) if pool else set()
-    held = set(state.holders())
+    held = state.held_ips()
     return len(listed & held), len(listed)
 
 
@@ -44,7 +44,7 @@ def pick_address(state: IpamState, now: float, pool: NodePool | None = None) -> 
     pool = pool or state.pool
     if pool is None:
         return None
-    held = state.holders()
+    held = state.held_ips()
     free = [ip for ip in pool.addresses if ip not in held and ip != pool.primary]
     if not free:
         return None

@@ -308,6 +308,13 @@ class IpamState(Record):
     def pool_ips(self) -> set[str]:
         return {ip for p in self.pools for ip in p.addresses}
 
+    def held_ips(self) -> set[str]:
+        """Every address held (no prefix, both families): what holders() knows, as a set."""
+        allocs = self.allocations.values()
+        held = {a.address.split("/", 1)[0] for a in allocs}
+        held.update(a.address6.split("/", 1)[0] for a in allocs if a.address6)
+        return held
+
     def holders(self) -> dict[str, Allocation]:
         """Address (no prefix) -> the allocation holding it (both families)."""
         return {ip: a for a in self.allocations.values() for ip in a.ips}
