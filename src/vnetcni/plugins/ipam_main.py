@@ -1,13 +1,11 @@
 """Entry point of the `vnet-ipam` console script (the same front door `vnetctl install` writes):
 vnetd when it serves this node, else the IPAM handlers in-process (vnetcni.ipam.plugin)."""
 
-import sys
-
 
 def main() -> None:
-    from .front import run
+    from .front import main as run_once
 
-    sys.exit(run("vnet-ipam"))
+    run_once("vnet-ipam")
 
 
 if __name__ == "__main__":

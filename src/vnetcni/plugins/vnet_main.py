@@ -1,12 +1,10 @@
 """Entry point of the `vnet` console script (the same front door `vnetctl install` writes)."""
 
-import sys
-
 
 def main() -> None:
-    from .front import run
+    from .front import main as run_once
 
-    sys.exit(run("vnet"))
+    run_once("vnet")
 
 
 if __name__ == "__main__":
