@@ -21,6 +21,7 @@ import logging
 import os
 import select
 import socket
+import struct
 import threading
 import time
 from dataclasses import replace
@@ -81,11 +82,24 @@ def _hangup_probe(conn: socket.socket):
 
 
 def _peer_is_root(conn: socket.socket) -> bool:
-    import struct
-
-    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    _pid, uid, _gid = struct.unpack("3i", creds)
+    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
+    _pid, uid, _gid = _UCRED.unpack(creds)
     return uid == 0
+
+
+_UCRED = struct.Struct("3i")
+
+
+def _io_timeout(conn: socket.socket, seconds: float) -> None:
+    """Each read from and write to conn fails (EAGAIN, an OSError) after `seconds` without
+    progress: the kernel's own timeouts on a blocking socket, so a read or a write is one
+    system call (settimeout() would add a poll(2) before each)."""
+    value = _TIMEVAL.pack(int(seconds), int(seconds % 1 * 1_000_000))
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
+
+
+_TIMEVAL = struct.Struct("@ll")
 
 
 class Server:
@@ -122,20 +136,24 @@ class Server:
             log.info("removed %d attachment lock file(s) nobody held", stale)
         self.stats.start()
         self.pending.run_periodically(self._stopping)
-        self._sock.settimeout(0.5)  # workers look at the stop flag twice a second
         for w in self._workers:
             w.start()
 
     def _work(self) -> None:
-        """Each worker accepts for itself: the kernel hands a connection to one waiting worker,
-        with no thread in between."""
+        """Each worker accepts for itself, blocking in accept(2): the kernel wakes exactly one
+        waiting worker per connection (an exclusive wait), with no thread in between. (A
+        timeout on the listening socket would make it poll(2) instead, which wakes every idle
+        worker for each connection: 31 GIL hand-offs and failed accepts per request.) stop()
+        shuts the socket down, which ends every worker's accept."""
         while not self._stopping.is_set():
             try:
                 conn, _ = self._sock.accept()
-            except socket.timeout:
+            except OSError as exc:
+                if self._stopping.is_set() or exc.errno in (errno.EINVAL, errno.EBADF):
+                    return  # the listening socket was shut down or closed: stopping
+                log.warning("accepting a connection failed: %s", exc)  # e.g. out of descriptors
+                time.sleep(0.05)
                 continue
-            except OSError:
-                return  # the listening socket was closed: stopping
             with self._cond:
                 self._inflight += 1
             self._serve(conn)
@@ -151,6 +169,8 @@ class Server:
                 os.unlink(self.socket_path)
             except FileNotFoundError:
                 pass
+            with contextlib.suppress(OSError):
+                self._sock.shutdown(socket.SHUT_RDWR)  # wakes the workers blocked in accept()
             self._sock.close()
         deadline = time.monotonic() + drain_seconds
         with self._cond:
@@ -162,7 +182,7 @@ class Server:
         try:
             with conn:
                 received = time.monotonic()
-                conn.settimeout(READ_SECONDS)
+                _io_timeout(conn, READ_SECONDS)
                 if not _peer_is_root(conn):
                     return  # the socket is 0600 already; belt and braces
                 data = self._read(conn, fds)
