@@ -14,7 +14,6 @@ descriptor is a network namespace.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import os
 import threading
@@ -22,7 +21,22 @@ from collections.abc import Iterator
 
 CLONE_NEWNET = 0x40000000
 NETNS_DIR = "/run/netns"  # where `ip netns add NAME` bind-mounts a named namespace
-_libc = ctypes.CDLL(None, use_errno=True)
+_setns = getattr(os, "setns", None)  # Python 3.12+; ctypes otherwise, loaded on first use
+
+
+def _libc_setns(fd: int, nstype: int) -> None:
+    global _setns
+    import ctypes  # ~2 ms of start-up: a plugin's DEL never enters a namespace, so not at import
+
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def setns_(fd: int, nstype: int) -> None:
+        if libc.setns(fd, nstype) != 0:
+            e = ctypes.get_errno()
+            raise OSError(e, os.strerror(e))
+
+    _setns = setns_
+    setns_(fd, nstype)
 
 
 def netns_path(name: str) -> str:
@@ -31,9 +45,7 @@ def netns_path(name: str) -> str:
 
 
 def setns(fd: int, nstype: int = CLONE_NEWNET) -> None:
-    if _libc.setns(fd, nstype) != 0:
-        e = ctypes.get_errno()
-        raise OSError(e, os.strerror(e))
+    (_setns or _libc_setns)(fd, nstype)
 
 
 def is_netns(path: str) -> bool:
