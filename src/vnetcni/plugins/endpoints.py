@@ -260,7 +260,7 @@ class EndpointStore:
         def change(table):
             rec = table.get(key)
             if rec is not None and not rec.tearing_down:
-                rec = table[key] = EndpointRecord.from_dict(dict(rec.to_dict(), tearingDown=when))
+                rec = table[key] = rec.replace(tearing_down=str(when))  # a new record: never edited in place
             return rec
 
         return self._apply(change)
