@@ -10,7 +10,7 @@ import time
 from typing import Callable
 
 from . import scenarios as sc
-from .report import failed_calls, rows, target_for, verdict_summary  # noqa: F401 - target_for: tests
+from .report import failed_calls, rows, verdict_summary
 from .targets import Target, prepared, reference_target, vnet_target
 
 FILL_BURST = 110  # the pool phase fills and empties its pool in bursts of at most this many calls
@@ -129,6 +129,14 @@ def measure_pool(target: Target, size: int, calls: int, progress: Callable[[str]
     return out
 
 
+def _timed(measure, *args) -> dict:
+    """A setup's results with the seconds it took, set-up and clean-up included."""
+    started = time.monotonic()
+    out = measure(*args)
+    out["seconds"] = round(time.monotonic() - started, 1)
+    return out
+
+
 MODES = ("bridge", "transparent")
 
 
@@ -153,14 +161,14 @@ def run_bench(seq: int = 50, b30: int = 30, b110: int = 110, progress: Callable[
         for mode in modes:  # each mode right after its reference (bridge: bridge; transparent: ptp)
             ref = reference_target(max(seq, b30, b110, callers) + 1, mode) if with_reference else None
             for t in ([ref] if ref else []) + [vnet_target(bin_dir, True, mode)]:
-                results[t.key] = measure_target(t, sizes, progress)
+                results[t.key] = _timed(measure_target, t, sizes, progress)
         if "pool" in sizes:
             for key, n in (("pool-small", small_pool), ("pool-large", pool)):
                 t = vnet_target(bin_dir, True, key=key, label=f"vnet + vnet-ipam, vnetd, {n}-address pool")
-                results[key] = measure_pool(t, n, pool_calls, progress)
+                results[key] = _timed(measure_pool, t, n, pool_calls, progress)
         if bridge:  # last: its bursts of Python processes load the machine for a while after they end
             t = vnet_target(bin_dir, False)
-            results[t.key] = measure_target(t, sizes, progress)
+            results[t.key] = _timed(measure_target, t, sizes, progress)
         progress("kernel floor: one pod's netlink work from a warm process")
         floor = sc.kernel_floor()
     finally:
