@@ -48,9 +48,17 @@ def _fail(what: str, exc: Exception) -> CNIError:
 
 def _local_mac() -> str:
     """A random locally administered unicast MAC (for a bridge that must keep its address)."""
-    b = bytearray(os.urandom(6))
-    b[0] = (b[0] & 0xFE) | 0x02
-    return ":".join(f"{x:02x}" for x in b)
+    return _local_macs(1)[0]
+
+
+def _local_macs(count: int) -> list[str]:
+    """`count` random locally administered unicast MACs, from one read of the random source."""
+    b = bytearray(os.urandom(6 * count))
+    macs = []
+    for i in range(0, 6 * count, 6):
+        b[i] = (b[i] & 0xFE) | 0x02
+        macs.append(":".join(f"{x:02x}" for x in b[i:i + 6]))
+    return macs
 
 
 class LinuxDataplane:
@@ -267,7 +275,7 @@ class LinuxDataplane:
             if br_idx is None:
                 self._bridges.clear()
                 raise CNIError(DATAPLANE_FAILURE, f"bridge {spec.bridge} vanished")
-        host_mac, pod_mac = _local_mac(), _local_mac()
+        host_mac, pod_mac = _local_macs(2)
         try:
             fd = nsutil.open_netns(spec.netns)
         except OSError as exc:
@@ -306,17 +314,14 @@ class LinuxDataplane:
             idx = pod.link_index(spec.ifname)
             if idx is None:
                 raise CNIError(DATAPLANE_FAILURE, f"{spec.ifname} vanished from {spec.netns}")
-            for cidr in spec.addresses:
-                pod.add_address(idx, cidr)
-            pod.set_up(idx)  # with arp_notify: a gratuitous ARP goes out
-            for gateway in spec.host_gateways:
-                pod.add_neighbour(idx, gateway, host_mac)
-            for dst, gw in spec.routes:
-                try:
-                    pod.add_route(idx, dst, gw)
-                except NetlinkError as exc:
-                    if exc.code != errno.EEXIST:
-                        raise
+            # One write, processed by the kernel in this order, then every answer read: the
+            # addresses, the link up (with arp_notify: a gratuitous ARP goes out), the pinned
+            # gateways, the routes (one already there, e.g. the subnet's own, is fine).
+            pod.request_all([*(pod.address_request(idx, cidr) for cidr in spec.addresses),
+                             pod.up_request(idx),
+                             *(pod.neighbour_request(idx, gateway, host_mac) for gateway in spec.host_gateways),
+                             *(pod.route_request(idx, dst, gw, tolerate=(errno.EEXIST,))
+                               for dst, gw in spec.routes)])
 
     def _route_to_pod(self, spec: PodLinkSpec, pod_mac: str) -> None:
         """Routed mode: the node reaches each pod address through the host end (scope link).
@@ -453,7 +458,12 @@ def _arp_notify(ifname: str) -> None:
     namespace: /proc/sys/net is that of the thread that opens it. (A packet socket would do
     too, but closing one costs a synchronize_net(), ~14 ms here.)"""
     try:
-        with open(f"/proc/sys/net/ipv4/conf/{ifname}/arp_notify", "w") as f:
-            f.write("1")
+        fd = os.open(f"/proc/sys/net/ipv4/conf/{ifname}/arp_notify", os.O_WRONLY | os.O_CLOEXEC)
     except OSError:
-        pass  # IPv6-only or a read-only /proc/sys: neighbours learn on the first packet
+        return  # IPv6-only or a read-only /proc/sys: neighbours learn on the first packet
+    try:
+        os.write(fd, b"1")
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

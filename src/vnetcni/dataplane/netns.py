@@ -115,7 +115,8 @@ def entered(path: str) -> Iterator[None]:
     If the thread cannot go back home afterwards, it must never run anything else: whatever it
     did next (serve another pod, open a socket, delete a veth by name) would happen inside this
     pod's namespace. The process is then ended at once (stranded()), loudly."""
-    with open("/proc/thread-self/ns/net", "rb") as home:
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)  # no buffered file: 2 calls, not 6
+    try:
         target = open_netns(path)
         try:
             setns(target)
@@ -125,9 +126,11 @@ def entered(path: str) -> Iterator[None]:
             yield
         finally:
             try:
-                setns(home.fileno())
+                setns(home)
             except OSError as exc:
                 stranded(path, exc)
+    finally:
+        os.close(home)
 
 
 def stranded(path: str, exc: OSError) -> None:

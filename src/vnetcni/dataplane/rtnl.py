@@ -83,6 +83,34 @@ class RtnlChannel:
                     return
                 yield typ, chunk
 
+    def request_all(self, requests: list[tuple[int, int, bytes, tuple[int, ...]]]) -> None:
+        """Change requests (type, flags with NLM_F_ACK, body, errnos that count as done) sent
+        in one write: the kernel handles them one after another, in this order, as if sent one
+        by one, and acknowledges each; this waits for every acknowledgement. The first refused
+        one (in order) raises NetlinkError; the others were still carried out (callers undo the
+        whole object on failure, e.g. the veth)."""
+        if not requests:
+            return
+        first = self._seq + 1
+        self._seq += len(requests)
+        self._sock.send(b"".join(nl.message(mtype, flags, first + i, body)
+                                 for i, (mtype, flags, body, _ok) in enumerate(requests)))
+        codes: dict[int, int] = {}
+        while len(codes) < len(requests):
+            data = self._sock.recv(65536)
+            offset = 0
+            while offset + _HEADER.size <= len(data):
+                length, typ, _flags, mseq, _pid = _HEADER.unpack_from(data, offset)
+                if length < _HEADER.size:
+                    raise NetlinkError(errno.EPROTO, "malformed netlink answer")
+                if typ == NLMSG_ERROR and first <= mseq <= self._seq:
+                    codes[mseq] = -struct.unpack_from("=i", data, offset + _HEADER.size)[0]
+                offset += (length + 3) & ~3
+        for i, (_mtype, _flags, _body, ok) in enumerate(requests):
+            code = codes[first + i]
+            if code and code not in ok:
+                raise NetlinkError(code)
+
     def _get(self, mtype: int, payload: bytes) -> bytes:
         """A GET of one object: its body (without the netlink header). The kernel answers it
         with the object alone (no ACK follows), or an error."""
@@ -111,8 +139,12 @@ class RtnlChannel:
             raise
 
     def link_index(self, name: str) -> int | None:
-        link = self.link(name)
-        return link.index if link is not None else None
+        try:
+            return nl.IFINFO.unpack_from(self._get(nl.RTM_GETLINK, nl.link_by_name(name)))[2]
+        except NetlinkError as exc:
+            if exc.code in _GONE:
+                return None
+            raise
 
     def add_veth(self, name: str, peer: str, peer_netns_fd: int, mtu: int, mac: str, peer_mac: str,
                  master: int | None) -> None:
@@ -128,7 +160,11 @@ class RtnlChannel:
         self.request_raw(nl.RTM_NEWLINK, _CHANGE, nl.port_mode(name, on))
 
     def set_up(self, index: int) -> None:
-        self.request_raw(nl.RTM_NEWLINK, _CHANGE, nl.link_up(index))
+        self.request_raw(*self.up_request(index)[:3])
+
+    @staticmethod
+    def up_request(index: int) -> tuple[int, int, bytes, tuple[int, ...]]:
+        return nl.RTM_NEWLINK, _CHANGE, nl.link_up(index), ()
 
     def delete_link(self, name: str) -> bool:
         try:
@@ -160,17 +196,33 @@ class RtnlChannel:
         return [nl.Address(body) for _typ, body in
                 self.request_raw(nl.RTM_GETADDR, nl.NLM_F_REQUEST | nl.NLM_F_DUMP, nl.addresses_of(family))]
 
+    # Each *_request gives (type, flags, body, errnos that count as done) for request_all;
+    # the add_* methods send one on its own.
     def add_address(self, index: int, cidr: str) -> None:
+        self.request_raw(*self.address_request(index, cidr)[:3])
+
+    @staticmethod
+    def address_request(index: int, cidr: str) -> tuple[int, int, bytes, tuple[int, ...]]:
         # IPv6: usable at once (NODAD): duplicates are ruled out by IPAM, and a pod must not
         # wait out DAD (about a second) before its first packet, nor see it go "dadfailed".
         iface = ipaddress.ip_interface(cidr)
-        self.request_raw(nl.RTM_NEWADDR, _CREATE, nl.new_address(index, str(iface.ip), iface.network.prefixlen))
+        return nl.RTM_NEWADDR, _CREATE, nl.new_address(index, str(iface.ip), iface.network.prefixlen), ()
 
     def add_route(self, index: int, dst: str, gateway: str = "") -> None:
+        self.request_raw(*self.route_request(index, dst, gateway)[:3])
+
+    @staticmethod
+    def route_request(index: int, dst: str, gateway: str = "",
+                      tolerate: tuple[int, ...] = ()) -> tuple[int, int, bytes, tuple[int, ...]]:
         net = ipaddress.ip_network(dst, strict=False)
-        self.request_raw(nl.RTM_NEWROUTE, _CREATE, nl.new_route(index, str(net.network_address), net.prefixlen, gateway))
+        return (nl.RTM_NEWROUTE, _CREATE, nl.new_route(index, str(net.network_address), net.prefixlen, gateway),
+                tolerate)
 
     def add_neighbour(self, index: int, address: str, mac: str) -> None:
         """A permanent neighbour entry (no ARP/ND is ever sent for it); replaces an existing one."""
-        self.request_raw(nl.RTM_NEWNEIGH, _CHANGE | nl.NLM_F_CREATE | nl.NLM_F_REPLACE,
-                         nl.permanent_neighbour(index, str(ipaddress.ip_address(address)), mac))
+        self.request_raw(*self.neighbour_request(index, address, mac)[:3])
+
+    @staticmethod
+    def neighbour_request(index: int, address: str, mac: str) -> tuple[int, int, bytes, tuple[int, ...]]:
+        return (nl.RTM_NEWNEIGH, _CHANGE | nl.NLM_F_CREATE | nl.NLM_F_REPLACE,
+                nl.permanent_neighbour(index, str(ipaddress.ip_address(address)), mac), ())
