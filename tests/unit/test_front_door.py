@@ -264,3 +264,19 @@ def test_vnetctl_install_no_fallback_puts_no_python_on_the_host(tmp_path):
         interp = subprocess.run(["readelf", "-l", str(tmp_path / "bin" / name)], capture_output=True, text=True)
         if interp.returncode == 0:
             assert "INTERP" not in interp.stdout, "linked statically: the host needs no loader"
+
+
+def test_the_fallback_front_doors_are_linked_statically_too(tmp_path):
+    """Every call of the runtime execs one: no loader, no relocations (the C library allows it
+    here, as the no-fallback build above checks)."""
+    from vnetcni.plugins.install import install
+
+    installed = install(str(tmp_path / "bin"))
+    assert installed.compiled
+    for name in ("vnet", "vnet-ipam"):
+        interp = subprocess.run(["readelf", "-l", str(tmp_path / "bin" / name)], capture_output=True, text=True)
+        if interp.returncode == 0:
+            assert "INTERP" not in interp.stdout
+        version = subprocess.run([str(tmp_path / "bin" / name)], input=b'{"cniVersion": "1.0.0"}',
+                                 env={"CNI_COMMAND": "VERSION"}, capture_output=True, timeout=30)
+        assert version.returncode == 0 and b"supportedVersions" in version.stdout

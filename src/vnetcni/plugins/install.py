@@ -2,8 +2,8 @@
 
 Each plugin gets a Python entry (`<dir>/.vnet-cni/<name>`: this interpreter by absolute path with
 -I -S and explicit import paths, so it works whatever the caller's PATH or virtualenv), and, when a
-C compiler is present, a compiled front door at `<dir>/<name>` that talks to vnetd and execs the
-Python entry when no vnetd runs. Without a compiler the Python entry itself is `<dir>/<name>`.
+C compiler is present, a compiled front door at `<dir>/<name>` (statically linked when the C library
+allows) that talks to vnetd and execs the Python entry when no vnetd runs. Without a compiler the Python entry itself is `<dir>/<name>`.
 
 With `fallback=False` (`vnetctl install --no-fallback`, what an image's install-cni uses) only the
 compiled front doors are installed, statically linked when the C library allows: nothing on the
@@ -217,7 +217,9 @@ def install(bin_dir: str, conf_dir: str = "", compile_front: bool = True, confli
         _write_executable(entry, PY_ENTRY.format(python=python, paths=paths, name=name).encode())
         target = bdir / name
         if cc:
-            compile_front_door(name, str(entry.resolve()), target, cc)
+            # Static when the C library allows (else dynamic): no loader, no shared-library
+            # relocations on each of the runtime's execs (~0.2 ms of CPU per call here).
+            compile_front_door(name, str(entry.resolve()), target, cc, ("-static",))
             result.compiled = True
         else:
             _write_executable(target, entry.read_bytes())
