@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import subprocess
@@ -101,32 +102,58 @@ def _bursts(target: Target, command: str, pods: range, prefix: str) -> list[sc.O
     return ops
 
 
-def measure_pool(target: Target, size: int, calls: int, progress: Callable[[str], None]) -> dict:
-    """vnetd with a pool of `size` addresses (the metadata lists exactly that many): the pool
-    filled in bursts but for the last `calls` pods, which are added one at a time (the per-call
-    cost with the pool nearly full), vnetd's RSS with the pool full, the same pods deleted one at
-    a time, then the rest in bursts; every DEL phase waits for its teardown."""
-    prefix = f"vbench{os.getpid()}{target.key}"
-    out: dict = {"label": target.label, "addresses": size}
-    with prepared(target, size, target.key):
-        try:
-            _pods(prefix, size + 1, True)
-            warm = range(size, size + 1)
-            sc.sequential(target, "ADD", warm, prefix)
-            out["warm_del"] = _del_phase(target, sc.sequential(target, "DEL", warm, prefix), _cids(warm, prefix))
-            rest, last = range(size - calls), range(size - calls, size)
-            progress(f"{target.label}: {len(rest)} pods in bursts, then {calls} one at a time")
-            ops = _bursts(target, "ADD", rest, prefix)
+def measure_pools(pools: list[tuple[Target, int]], calls: int, progress: Callable[[str], None]) -> list[dict]:
+    """vnetd with pools of different sizes, each on its own node (its metadata lists exactly that
+    many addresses), measured together: each pool filled in bursts but for its last `calls`
+    pods; then those pods added one at a time, one call to each pool in turn (so load from
+    elsewhere falls on both alike: the per-call cost with the pool nearly full); vnetd's RSS
+    with each pool full; the same pods deleted the same way; then the rest in bursts. Every
+    DEL phase waits for its teardown."""
+    outs = [{"label": t.label, "addresses": n} for t, n in pools]
+    prefixes = [f"vbench{os.getpid()}{t.key}" for t, _ in pools]
+    started = time.monotonic()
+    with contextlib.ExitStack() as stack:
+        for (t, n), prefix in zip(pools, prefixes):
+            stack.enter_context(prepared(t, n, t.key))
+            stack.callback(_pods, prefix, n + 1, False)
+            _pods(prefix, n + 1, True)
+        lasts = [range(n - calls, n) for _, n in pools]
+        for (t, n), prefix, out in zip(pools, prefixes, outs):
+            warm = range(n, n + 1)
+            sc.sequential(t, "ADD", warm, prefix)
+            out["warm_del"] = _del_phase(t, sc.sequential(t, "DEL", warm, prefix), _cids(warm, prefix))
+            progress(f"{t.label}: {n - calls} pods in bursts")
+            ops = _bursts(t, "ADD", range(n - calls), prefix)
             out["fill"] = dict(sc.summary(ops), wall_ms=sc.wall_ms(ops)) if ops else None
-            out["add"] = sc.summary(sc.sequential(target, "ADD", last, prefix))
-            rss, peak = target.daemon_rss_kib(), target.daemon_rss_kib("VmHWM")
+        progress(f"{' and '.join(f'{n}' for _, n in pools)}-address pools: {calls} pods each, one call at a time, "
+                 "the pools in turn")
+        adds = _in_turn(pools, "ADD", lasts, prefixes)
+        for (t, _), out, ops in zip(pools, outs, adds):
+            out["add"] = sc.summary(ops)
+            rss, peak = t.daemon_rss_kib(), t.daemon_rss_kib("VmHWM")
             out["rss_mib"], out["peak_rss_mib"] = (rss / 1024 if rss else None), (peak / 1024 if peak else None)
-            out["del"] = _del_phase(target, sc.sequential(target, "DEL", last, prefix), _cids(last, prefix))
-            ops = _bursts(target, "DEL", rest, prefix)
-            out["empty"] = _del_phase(target, ops, _cids(rest, prefix)) if ops else None
-        finally:
-            _pods(prefix, size + 1, False)
-    return out
+        dels = _in_turn(pools, "DEL", lasts, prefixes)
+        for (t, n), prefix, out, ops, last in zip(pools, prefixes, outs, dels, lasts):
+            out["del"] = _del_phase(t, ops, _cids(last, prefix))
+        for (t, n), prefix, out in zip(pools, prefixes, outs):
+            ops = _bursts(t, "DEL", range(n - calls), prefix)
+            out["empty"] = _del_phase(t, ops, _cids(range(n - calls), prefix)) if ops else None
+    for out in outs:
+        out["seconds_all_pools"] = round(time.monotonic() - started, 1)
+    return outs
+
+
+def _in_turn(pools: list[tuple[Target, int]], command: str, pods: list[range], prefixes: list[str]) -> list[list[sc.Op]]:
+    """One call to each setup in turn (which goes first alternates), until each has had its
+    pods; the ops of each setup."""
+    ops: list[list[sc.Op]] = [[] for _ in pools]
+    order = list(range(len(pools)))
+    for j in range(max(len(r) for r in pods)):
+        for k in (order if j % 2 == 0 else order[::-1]):
+            (t, _), r = pools[k], pods[k]
+            if j < len(r):
+                ops[k] += sc.sequential(t, command, range(r[j], r[j] + 1), prefixes[k])
+    return ops
 
 
 def _timed(measure, *args) -> dict:
@@ -163,9 +190,10 @@ def run_bench(seq: int = 50, b30: int = 30, b110: int = 110, progress: Callable[
             for t in ([ref] if ref else []) + [vnet_target(bin_dir, True, mode)]:
                 results[t.key] = _timed(measure_target, t, sizes, progress)
         if "pool" in sizes:
-            for key, n in (("pool-small", small_pool), ("pool-large", pool)):
-                t = vnet_target(bin_dir, True, key=key, label=f"vnet + vnet-ipam, vnetd, {n}-address pool")
-                results[key] = _timed(measure_pool, t, n, pool_calls, progress)
+            pools = [(vnet_target(bin_dir, True, key=key, label=f"vnet + vnet-ipam, vnetd, {n}-address pool"), n)
+                     for key, n in (("pool-small", small_pool), ("pool-large", pool))]
+            for (t, _), out in zip(pools, measure_pools(pools, pool_calls, progress)):
+                results[t.key] = out
         if bridge:  # last: its bursts of Python processes load the machine for a while after they end
             t = vnet_target(bin_dir, False)
             results[t.key] = _timed(measure_target, t, sizes, progress)
