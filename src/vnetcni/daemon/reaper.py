@@ -130,32 +130,36 @@ class Reaper:
         done = 0
         busy = False
         for state_dir in list(self._dirs):
-            done += self.reap(state_dir)
-            busy = busy or self._busy
+            finished, left_busy = self._reap(state_dir)
+            done += finished
+            busy = busy or left_busy
         self._busy = busy
         return done
 
     def reap(self, state_dir: str) -> int:
         """One round in one vnet state directory; returns how many teardowns it finished."""
+        return self._reap(state_dir)[0]
+
+    def _reap(self, state_dir: str) -> tuple[int, bool]:
+        """reap(), and whether it left a marked attachment another call held."""
         from ..plugins.endpoints import EndpointStore
         from ..plugins.reconcile import release_addresses
 
         with self._round:
-            self._busy = False
             store = EndpointStore(state_dir)
             marked = store.tearing_down()
             if not marked:
-                return 0
+                return 0, False
             lock_dir = NodeLayout(state_dir).lock_dir
             with contextlib.ExitStack() as held:
                 mine = [rec for rec in marked.values() if self._take(held, lock_dir, rec)]
-                self._busy = len(mine) < len(marked)  # the others: tried again soon (_loop)
+                busy = len(mine) < len(marked)  # the others: tried again soon (_loop)
                 if not mine:
-                    return 0
+                    return 0, busy
                 current = store.all()  # under the locks: what is still marked is ours
                 mine = [rec for rec in mine if current.get(rec.key) == rec]
                 if not mine:
-                    return 0
+                    return 0, busy
                 self._dataplane(lock_dir).delete_pod_links([rec.host_ifname for rec in mine])
                 by_ipam: dict[str, list] = {}
                 for rec in mine:
@@ -166,7 +170,7 @@ class Reaper:
                     release_addresses(ipam_dir, recs, now)
                 store.remove_many(rec.key for rec in mine)
             self.reaped += len(mine)
-            return len(mine)
+            return len(mine), busy
 
     @staticmethod
     def _take(held: contextlib.ExitStack, lock_dir: str, rec) -> bool:
