@@ -178,3 +178,55 @@ def test_add_right_after_del_takes_the_teardown_over(cni_bin, node_ns, pod_ns, t
         assert pods.veth("r0") not in links(node_ns)
     finally:
         d.stop()
+
+
+def test_a_burst_of_dels_beside_adds_on_a_full_pool_never_hands_out_an_address_twice(cni_bin, node_ns, pod_ns,
+                                                                                     tmp_path, state_dir):
+    """The default reaper (its round waits until DELs stop arriving): a full pool's pods deleted
+    in one burst while as many new pods are added. An ADD that finds the pool full finishes the
+    teardowns it can itself; it may still answer code 100 (it came before the DELs), never
+    anything else, and no address is ever on two pods or held by two attachments. Once the
+    reaper is done the failed ADDs succeed, and deleting everything leaves nothing behind."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from support.invariants import node_problems
+
+    n = 6
+    conf = conf_for(state_dir, pool(tmp_path, n))
+    d = start(node_ns, state_dir, tmp_path)
+    pods = Pods(cni_bin, node_ns, pod_ns, conf)
+    names = {}
+
+    def problems():
+        return node_problems(node=node_ns, state_dirs=[state_dir], pods=names)
+
+    try:
+        for i in range(n):
+            assert pods.add(f"old{i}").ok
+        for cid, path in pods.netns.items():
+            names[cid] = os.path.basename(path)
+        new = [f"new{i}" for i in range(n)]
+        for cid in new:
+            pods.netns[cid] = path = pod_ns()[1]
+            names[cid] = os.path.basename(path)
+        jobs = [("DEL", f"old{i}") for i in range(n)] + [("ADD", cid) for cid in new]
+        with ThreadPoolExecutor(len(jobs)) as ex:
+            results = dict(zip(jobs, ex.map(lambda j: pods.delete(j[1]) if j[0] == "DEL" else
+                                            pods.add(j[1], new_pod=False), jobs)))
+        assert all(r.ok for (verb, _), r in results.items() if verb == "DEL"), results
+        refused = [cid for (verb, cid), r in results.items() if verb == "ADD" and not r.ok]
+        assert all(results[("ADD", cid)].out["code"] == 100 for cid in refused), results
+        assert not problems()  # consistent even with teardowns pending (and none handed twice)
+        wait_for_teardowns(state_dir)
+        assert not problems()
+        for cid in refused:
+            assert pods.add(cid, new_pod=False).ok
+        assert sorted(allocations(state_dir)) == sorted(new)
+        assert not [l for l in links(node_ns) if l.startswith("azv") and l not in {pods.veth(c) for c in new}]
+        for cid in new:
+            assert pods.delete(cid).ok
+        wait_for_teardowns(state_dir)
+        assert allocations(state_dir) == {} and records(state_dir) == {} and not problems()
+        assert not [l for l in links(node_ns) if l.startswith("azv")]
+    finally:
+        d.stop()
