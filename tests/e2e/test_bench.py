@@ -72,7 +72,8 @@ def test_bench_small_run_reports_every_scenario_and_leaves_nothing():
     for key in ("fallback_seq_add_median_ms", "concurrent_add_max_ms", "concurrent_del_max_ms"):
         row = rows[("fallback", key)]
         assert _number(row["reference"]) and _number(row["inproc"]) and row["ratio"] > 0, key
-    for key in ("pool_add_median_ms", "pool_del_median_ms", "pool_rss_mib", "pool_empty_teardown_ms"):
+    for key in ("pool_add_median_ms", "pool_del_median_ms", "pool_add_cpu_ms", "pool_del_cpu_ms", "pool_rss_mib",
+                "pool_empty_teardown_ms"):
         row = rows[("pool", key)]
         assert _number(row["pool-small"]) and _number(row["pool-large"]) and row["ratio"] > 0, key
         assert row["target"] is None and row["verdict"] is None  # defined for 250 against 30

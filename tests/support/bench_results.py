@@ -17,7 +17,8 @@ def scen(n: int, ms: float = 5.0) -> dict:
 
 
 def pool(n: int, ms: float, rss: float) -> dict:
-    return {"addresses": n, "add": scen(25, ms), "del": scen(25, ms), "fill": scen(n - 25, ms),
+    return {"addresses": n, "add": dict(scen(25, ms), daemon_cpu_ms=ms / 2), "del": dict(scen(25, ms), daemon_cpu_ms=ms / 3),
+            "fill": scen(n - 25, ms),
             "empty": scen(n - 25, ms), "rss_mib": rss, "peak_rss_mib": rss + 1}
 
 

@@ -89,6 +89,8 @@ def test_pool_ratio_is_large_over_small_and_rss_is_the_large_pools():
     add, rss = _row(table, "pool_add_median_ms"), _row(table, "pool_rss_mib")
     assert add["ratio"] == pytest.approx(1.19) and add["verdict"] == "met"
     assert rss["pool-large"] == 60.0 and rss["verdict"] == "met"
+    cpu = _row(table, "pool_add_cpu_ms")  # vnetd's CPU per call: shown beside the wall time, not judged
+    assert cpu["ratio"] == pytest.approx(1.19) and cpu["target"] is None
     res["pool-large"] = pool(250, 6.1, 60.5)
     table = rows(res, DEFAULT_SIZES)
     assert _row(table, "pool_add_median_ms")["verdict"] == "not met"

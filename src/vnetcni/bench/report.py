@@ -78,6 +78,8 @@ FALLBACK_ROWS = [
 POOL_ROWS = [
     ("pool_add_median_ms", "sequential ADD median, the last {pool_calls} pods filling the pool (ms)", "add.median_ms"),
     ("pool_del_median_ms", "sequential DEL median, {pool_calls} pods out of the full pool (ms)", "del.median_ms"),
+    ("pool_add_cpu_ms", "vnetd CPU per ADD, the same pods (ms)", "add.daemon_cpu_ms"),
+    ("pool_del_cpu_ms", "vnetd CPU per DEL, the same pods, their teardown included (ms)", "del.daemon_cpu_ms"),
     ("pool_rss_mib", "vnetd RSS with the pool full (MiB)", "rss_mib"),
     ("pool_peak_rss_mib", "vnetd peak RSS, VmHWM (MiB)", "peak_rss_mib"),
     ("pool_fill_wall_ms", "filling the rest of the pool: bursts of ADDs, wall (ms)", "fill.wall_ms"),

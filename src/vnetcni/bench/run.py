@@ -127,20 +127,29 @@ def measure_pools(pools: list[tuple[Target, int]], calls: int, progress: Callabl
             out["fill"] = dict(sc.summary(ops), wall_ms=sc.wall_ms(ops)) if ops else None
         progress(f"{' and '.join(f'{n}' for _, n in pools)}-address pools: {calls} pods each, one call at a time, "
                  "the pools in turn")
+        cpu = [t.daemon_cpu_ms() for t, _ in pools]
         adds = _in_turn(pools, "ADD", lasts, prefixes)
-        for (t, _), out, ops in zip(pools, outs, adds):
-            out["add"] = sc.summary(ops)
+        for (t, _), out, ops, before in zip(pools, outs, adds, cpu):
+            out["add"] = dict(sc.summary(ops), daemon_cpu_ms=_per_call(t.daemon_cpu_ms(), before, ops))
             rss, peak = t.daemon_rss_kib(), t.daemon_rss_kib("VmHWM")
             out["rss_mib"], out["peak_rss_mib"] = (rss / 1024 if rss else None), (peak / 1024 if peak else None)
+        cpu = [t.daemon_cpu_ms() for t, _ in pools]
         dels = _in_turn(pools, "DEL", lasts, prefixes)
-        for (t, n), prefix, out, ops, last in zip(pools, prefixes, outs, dels, lasts):
-            out["del"] = _del_phase(t, ops, _cids(last, prefix))
+        for (t, n), prefix, out, ops, last, before in zip(pools, prefixes, outs, dels, lasts, cpu):
+            out["del"] = _del_phase(t, ops, _cids(last, prefix))  # waits for the reaper: its CPU counts
+            out["del"]["daemon_cpu_ms"] = _per_call(t.daemon_cpu_ms(), before, ops)
         for (t, n), prefix, out in zip(pools, prefixes, outs):
             ops = _bursts(t, "DEL", range(n - calls), prefix)
             out["empty"] = _del_phase(t, ops, _cids(range(n - calls), prefix)) if ops else None
     for out in outs:
         out["seconds_all_pools"] = round(time.monotonic() - started, 1)
     return outs
+
+
+def _per_call(after: float | None, before: float | None, ops: list) -> float | None:
+    """vnetd's CPU ms per call over a phase (less sensitive to the machine's other load than
+    the calls' wall time)."""
+    return (after - before) / len(ops) if after is not None and before is not None and ops else None
 
 
 def _in_turn(pools: list[tuple[Target, int]], command: str, pods: list[range], prefixes: list[str]) -> list[list[sc.Op]]:

@@ -77,6 +77,21 @@ class Target:
                     return int(line.split()[1])
         return None
 
+    def daemon_cpu_ms(self) -> float | None:
+        """CPU time vnetd's threads have run so far, in ms (each thread's schedstat: nanoseconds,
+        where /proc/<pid>/stat counts 10 ms ticks). vnetd's threads live as long as it does."""
+        if self.daemon is None or self.daemon.poll() is not None:
+            return None
+        total = 0
+        task_dir = f"/proc/{self.daemon.pid}/task"
+        for tid in os.listdir(task_dir):
+            try:
+                with open(f"{task_dir}/{tid}/schedstat") as f:
+                    total += int(f.read().split()[0])
+            except (OSError, ValueError, IndexError):
+                continue  # a thread that just ended
+        return total / 1e6
+
     # --- observing a DEL's teardown (reads only) ---------------------------------------------
     def host_veths(self, container_ids) -> set[str] | None:
         """The node-side veth names of these pods; None when the plugin names them at random
