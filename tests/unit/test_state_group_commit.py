@@ -97,3 +97,43 @@ def test_unreadable_file_fails_the_change_and_is_moved_aside(tmp_path):
     with pytest.raises(durable.CorruptState):
         make(str(path)).apply(lambda doc: doc["items"].__setitem__("a", 1))
     assert any(p.name.startswith("doc.json.corrupt-") for p in tmp_path.iterdir())
+
+
+def test_changes_queued_behind_a_batch_are_all_applied_by_one_next_leader(tmp_path, writes):
+    """While a batch runs, every change that arrives waits; when it ends, one of them leads the
+    next batch with all of them (each waiter is woken once, by its own lock)."""
+    path = str(tmp_path / "doc.json")
+    doc = make(path)
+    running, release = threading.Event(), threading.Event()
+
+    def slow(d):
+        running.set()
+        release.wait(30)
+        d["items"]["first"] = 0
+
+    first = threading.Thread(target=doc.apply, args=(slow,))
+    first.start()
+    assert running.wait(30)
+    results = {}
+
+    def worker(i: int) -> None:
+        def change(d):
+            d["items"][str(i)] = i
+            return i
+
+        results[i] = doc.apply(change)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(20)]
+    for t in threads:
+        t.start()
+    combiner = durable._combiner(path)
+    while len(combiner._queue) < 20:  # all of them queued behind the running batch
+        release.wait(0.01)
+    release.set()
+    first.join(30)
+    for t in threads:
+        t.join(30)
+    assert results == {i: i for i in range(20)}
+    assert writes[0] == 2  # the first batch, then the twenty together
+    assert sorted(make(path).read()["items"]) == sorted(["first", *map(str, range(20))])
+    assert not combiner._leading and not combiner._queue

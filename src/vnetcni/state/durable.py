@@ -374,52 +374,71 @@ class DurableDocument:
 
 # --- group commit ------------------------------------------------------------------------------
 class _Pending:
-    __slots__ = ("change", "result", "error", "finished")
+    __slots__ = ("change", "result", "error", "finished", "wake")
 
     def __init__(self, change: Callable[[Any], Any]) -> None:
         self.change = change
         self.result: Any = None
         self.error: BaseException | None = None
         self.finished = False
+        self.wake: threading.Lock | None = None  # held while its caller waits; released to wake it
 
 
 class _Combiner:
     """Per file: a caller that finds no batch running takes every change queued so far (its own
     among them), applies them as one batch and wakes the others; a caller whose change is still
-    queued then leads the next batch. Across processes the file's flock serialises batches."""
+    queued then leads the next batch. Across processes the file's flock serialises batches.
+
+    Each waiting caller sleeps on a lock of its own and is woken once: when its change is done,
+    or to lead the next batch (only the first one still queued). A shared condition's
+    notify_all() would wake every waiter after each batch, the next batch's too, each of them
+    to take the GIL and go back to sleep: in a burst of ADDs, dozens of wake-ups per batch."""
 
     def __init__(self) -> None:
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
         self._queue: list[_Pending] = []
         self._leading = False
 
     def submit(self, document: DurableDocument, change):
         mine = _Pending(change)
-        with self._cond:
+        with self._lock:
             self._queue.append(mine)
-            while not mine.finished:
-                if self._leading:
-                    self._cond.wait()
-                    continue
+            if self._leading:
+                mine.wake = threading.Lock()
+                mine.wake.acquire()
+            else:
                 self._leading = True
-                batch, self._queue = self._queue, []
-                self._cond.release()
-                try:
-                    try:
-                        document._run_batch(batch)
-                    except BaseException as exc:  # the file itself (unreadable, I/O): all fail
-                        for item in batch:
-                            if item.error is None:
-                                item.error = exc
-                finally:
-                    self._cond.acquire()
-                    for item in batch:
-                        item.finished = True
-                    self._leading = False
-                    self._cond.notify_all()
+        if mine.wake is not None:
+            mine.wake.acquire()  # released by a leader: done, or ours is first in the queue: lead
+        if not mine.finished:
+            self._lead(document, mine)
         if mine.error is not None:
             raise mine.error
         return mine.result
+
+    def _lead(self, document: DurableDocument, mine: _Pending) -> None:
+        """Apply every queued change (the leader's among them) as one batch, then wake their
+        callers and hand the lead to the first change queued meanwhile (if any)."""
+        with self._lock:
+            batch, self._queue = self._queue, []
+        try:
+            document._run_batch(batch)
+        except BaseException as exc:  # the file itself (unreadable, I/O): all fail
+            for item in batch:
+                if item.error is None:
+                    item.error = exc
+        finally:
+            with self._lock:
+                for item in batch:
+                    item.finished = True
+                following = self._queue[0] if self._queue else None
+                if following is None:
+                    self._leading = False
+            for item in batch:
+                if item.wake is not None and item is not mine:
+                    item.wake.release()
+            if following is not None:
+                following.wake.release()
 
 
 _combiners: dict[str, _Combiner] = {}
