@@ -64,8 +64,18 @@ def _entry(key: str, value: object) -> str:
     return f"  {dumps(key)}: {dumps(value, sort_keys=True)}"
 
 
-def _join(parts: dict[str, str]) -> bytes:
-    return ("{\n" + ",\n".join(parts[k] for k in sorted(parts)) + "\n}\n").encode()
+def _join(parts: dict[str, str | list[str]]) -> bytes:
+    """The document from its entries (a table's entry may be given as a list of pieces)."""
+    pieces = ["{\n"]
+    for key in sorted(parts):
+        part = parts[key]
+        if isinstance(part, list):
+            pieces += part
+        else:
+            pieces.append(part)
+        pieces.append(",\n")
+    pieces[-1] = "\n}\n"
+    return "".join(pieces).encode()
 
 
 def encode_with_rows(doc: dict, tables: dict, rows: dict) -> tuple[bytes, dict]:
@@ -77,7 +87,7 @@ def encode_with_rows(doc: dict, tables: dict, rows: dict) -> tuple[bytes, dict]:
     compress), so a call that changes one record of many pays for one. Returns the bytes and
     the rows to pass next time."""
     dumps = json.dumps
-    parts = {key: _entry(key, value) for key, value in doc.items()}
+    parts: dict = {key: _entry(key, value) for key, value in doc.items()}
     made = {}
     for name, (table, to_doc) in tables.items():
         if not table:
@@ -89,14 +99,17 @@ def encode_with_rows(doc: dict, tables: dict, rows: dict) -> tuple[bytes, dict]:
         if before is None:
             texts = [None] * len(keys)
             changed = range(len(keys))
+        elif before[0] == keys:  # the same keys (a record replaced): compare in place
+            texts = list(before[2])
+            changed = compress(range(len(keys)), map(is_not, records, before[1]))
         else:
-            old_records, old_texts = before
-            texts = list(map(old_texts.get, keys))
-            changed = compress(range(len(keys)), map(is_not, records, map(old_records.get, keys)))
+            old_keys, old_records, old_texts = before
+            texts = list(map(dict(zip(old_keys, old_texts)).get, keys))
+            changed = compress(range(len(keys)), map(is_not, records, map(dict(zip(old_keys, old_records)).get, keys)))
         for i in changed:
             texts[i] = f"    {dumps(keys[i])}: {dumps(to_doc(records[i]), sort_keys=True)}"
-        made[name] = (dict(zip(keys, records)), dict(zip(keys, texts)))
-        parts[name] = f"  {dumps(name)}: {{\n" + ",\n".join(texts) + "\n  }"
+        made[name] = (keys, records, texts)
+        parts[name] = [f"  {dumps(name)}: {{\n", ",\n".join(texts), "\n  }"]
     return _join(parts), made
 
 
