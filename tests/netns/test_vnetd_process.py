@@ -23,6 +23,8 @@ def test_vnetd_serves_from_the_process_started_without_the_argument_parser(cni_b
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             argv = [a.decode() for a in f.read().split(b"\0") if a]
         assert VNETD in argv and argv[argv.index("--state-dir") + 1] == state_dir  # the command line kept
+        with open(f"/proc/{pid}/comm") as f:
+            assert f.read().strip() == "vnetd"  # and the name ps and pgrep match
         _, path = pod_ns()
         r = run_plugin(os.path.join(cni_bin, "vnet"), "ADD", conf, node=node_ns, container_id="ctr0", netns=path,
                        cni_path=cni_bin)

@@ -71,13 +71,13 @@ m.serve = lambda **kw: print(sorted(kw.items()), sorted(n for n in ("typer", "cl
                                                        if n in sys.modules)) or 0
 m.run()
 """
-    env = dict(os.environ, VNETD_SERVE_ARGS='{"state_dir": "/x", "metrics_port": 9}')
+    env = dict(os.environ, VNETD_SERVE_ARGS='{"args": {"state_dir": "/x", "metrics_port": 9}, "name": "vnetd"}')
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[('metrics_port', 9), ('state_dir', '/x')] []"
 
 
-@pytest.mark.parametrize("text", ["[1, 2", "[1, 2]", '{"state_dir": "/x", "colour": "red"}'])
+@pytest.mark.parametrize("text", ["[1, 2", "[1, 2]", '{"state_dir": "/x"}', '{"args": {"state_dir": "/x", "colour": "red"}}'])
 def test_bad_serve_args_are_a_clear_error(text):
     env = dict(os.environ, VNETD_SERVE_ARGS=text)
     proc = subprocess.run([sys.executable, "-m", "vnetcni.daemon.main"], capture_output=True, text=True,

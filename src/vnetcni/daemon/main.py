@@ -158,11 +158,16 @@ def main(argv: list[str] | None = None, reexec: bool = False) -> int:
 
 
 def serve_in_fresh_process(kwargs: dict) -> None:
-    """Replace this process (same pid, same command line) with one that serves with these
-    arguments and has never imported the argument parser. Returns only if that is impossible
-    (then the caller serves from this process)."""
+    """Replace this process (same pid, same command line, same name in ps/pgrep) with one that
+    serves with these arguments and has never imported the argument parser. Returns only if
+    that is impossible (then the caller serves from this process)."""
+    try:
+        with open("/proc/self/comm") as f:
+            name = f.read().strip()  # "vnetd" when started as the script; exec'ing Python renames it
+    except OSError:
+        name = ""
     env = dict(os.environ)
-    env[SERVE_ARGS_ENV] = json.dumps(kwargs)
+    env[SERVE_ARGS_ENV] = json.dumps({"args": kwargs, "name": name})
     argv = list(getattr(sys, "orig_argv", None) or [sys.executable, *sys.argv])
     try:
         sys.stdout.flush()
@@ -173,18 +178,32 @@ def serve_in_fresh_process(kwargs: dict) -> None:
 
 
 def serve_staged(text: str) -> int:
-    """The serving stage: the arguments the argument stage parsed (and checked)."""
+    """The serving stage: the arguments the argument stage parsed (and checked), and the
+    process name it had."""
     try:
-        kwargs = json.loads(text)
-        if not isinstance(kwargs, dict):
-            raise ValueError("not an object")
+        staged = json.loads(text)
+        if not isinstance(staged, dict) or not isinstance(staged.get("args"), dict):
+            raise ValueError("not an object with the arguments")
+        kwargs, name = staged["args"], staged.get("name")
         unknown = sorted(set(kwargs) - set(SERVE_PARAMS))
         if unknown:
             raise ValueError(f"unknown argument(s) {', '.join(unknown)}")
     except ValueError as exc:
         print(f"error: {SERVE_ARGS_ENV} is not vnetd's parsed arguments ({exc}); unset it", file=sys.stderr)
         return 2
+    if isinstance(name, str) and name:
+        _set_process_name(name)
     return serve(**kwargs)
+
+
+def _set_process_name(name: str) -> None:
+    """The name ps, top and pgrep show (prctl PR_SET_NAME; the threads started later inherit it)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(15, name.encode()[:15], 0, 0, 0)  # 15: PR_SET_NAME
+    except (OSError, AttributeError):
+        pass
 
 
 def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
