@@ -73,6 +73,14 @@ def test_row_by_row_encoding_is_byte_for_byte_encode_document(ops):
         assert json.loads(data)["endpoints"] == {k: r.to_dict() for k, r in table.items()}
 
 
+def test_the_encoding_is_the_one_files_already_have():
+    """One line per table row, keys sorted: what nodes upgraded in place have on disk."""
+    doc = {"kind": "k", "schemaVersion": 1, "t": {"b": {"y": 2, "x": [1]}, "a": {"z": None}}, "e": {}, "l": [1, 2]}
+    assert encode_document(doc) == (b'{\n  "e": {},\n  "kind": "k",\n  "l": [1, 2],\n  "schemaVersion": 1,\n'
+                                    b'  "t": {\n    "a": {"z": null},\n    "b": {"x": [1], "y": 2}\n  }\n}\n')
+    assert encode_document({}) == b"{\n\n}\n"
+
+
 def test_ipam_file_bytes_do_not_depend_on_the_cache(tmp_path):
     """The same state written by a cold process and by a warm one: the same bytes."""
     store = IpamStore(str(tmp_path))

@@ -74,7 +74,9 @@ def _join(parts: dict[str, str | list[str]]) -> bytes:
         else:
             pieces.append(part)
         pieces.append(",\n")
-    pieces[-1] = "\n}\n"
+    if parts:
+        pieces.pop()
+    pieces.append("\n}\n")
     return "".join(pieces).encode()
 
 
