@@ -280,21 +280,32 @@ class LinuxDataplane:
             fd = nsutil.open_netns(spec.netns)
         except OSError as exc:
             raise CNIError(DATAPLANE_FAILURE, f"cannot open netns {spec.netns}: {exc.strerror}") from None
+        ch = self._channel()
+        # Bridge mode: the host end's hairpin in the same write, right after the creation (if the
+        # creation is refused, an interface of that deterministic name already exists; hairpin on
+        # it changes nothing that matters: it is this attachment's leftover, deleted next).
+        requests = [ch.veth_request(spec.host_ifname, spec.ifname, fd, spec.mtu, host_mac, pod_mac, br_idx)]
+        if not spec.routed:
+            requests.append(ch.hairpin_request(spec.host_ifname))
+        hairpin_error = None
         try:
-            self._channel().add_veth(spec.host_ifname, spec.ifname, fd, spec.mtu, host_mac, pod_mac, br_idx)
+            ch.request_all(requests)
         except NetlinkError as exc:
-            if exc.code == errno.EEXIST:
+            if getattr(exc, "request", 0) > 0:
+                hairpin_error = exc  # the pair exists: undone with the rest below
+            elif exc.code == errno.EEXIST:
                 raise LinkExists(f"cannot create veth {spec.host_ifname}/{spec.ifname}: an interface "
                                  f"named {spec.host_ifname} on the node or {spec.ifname} in the pod "
                                  "already exists") from None
-            if exc.code in (errno.ENODEV, errno.EINVAL) and not spec.routed:
-                self._bridges.clear()  # the bridge we knew is gone: set it up again next time
-            raise _fail(f"cannot create veth {spec.host_ifname}", exc) from None
+            else:
+                if exc.code in (errno.ENODEV, errno.EINVAL) and not spec.routed:
+                    self._bridges.clear()  # the bridge we knew is gone: set it up again next time
+                raise _fail(f"cannot create veth {spec.host_ifname}", exc) from None
         finally:
             os.close(fd)
         try:
-            if not spec.routed:
-                self._channel().set_hairpin(spec.host_ifname)
+            if hairpin_error is not None:
+                raise hairpin_error
             self._configure_pod(spec, host_mac)
             if spec.routed:
                 self._route_to_pod(spec, pod_mac)

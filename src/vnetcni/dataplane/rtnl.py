@@ -87,8 +87,8 @@ class RtnlChannel:
         """Change requests (type, flags with NLM_F_ACK, body, errnos that count as done) sent
         in one write: the kernel handles them one after another, in this order, as if sent one
         by one, and acknowledges each; this waits for every acknowledgement. The first refused
-        one (in order) raises NetlinkError; the others were still carried out (callers undo the
-        whole object on failure, e.g. the veth)."""
+        one (in order) raises NetlinkError, its position in `request`; the others were still
+        carried out (callers undo the whole object on failure, e.g. the veth)."""
         if not requests:
             return
         first = self._seq + 1
@@ -109,7 +109,9 @@ class RtnlChannel:
         for i, (_mtype, _flags, _body, ok) in enumerate(requests):
             code = codes[first + i]
             if code and code not in ok:
-                raise NetlinkError(code)
+                exc = NetlinkError(code)
+                exc.request = i  # which of them was refused
+                raise exc
 
     def _get(self, mtype: int, payload: bytes) -> bytes:
         """A GET of one object: its body (without the netlink header). The kernel answers it
@@ -150,14 +152,24 @@ class RtnlChannel:
                  master: int | None) -> None:
         """The pair in one request: this end up (on bridge `master` unless None), the peer
         created directly inside the namespace `peer_netns_fd` refers to."""
-        self.request_raw(nl.RTM_NEWLINK, _CREATE, nl.veth_pair(name, peer, peer_netns_fd, mtu, mac, peer_mac, master))
+        self.request_raw(*self.veth_request(name, peer, peer_netns_fd, mtu, mac, peer_mac, master)[:3])
+
+    @staticmethod
+    def veth_request(name: str, peer: str, peer_netns_fd: int, mtu: int, mac: str, peer_mac: str,
+                     master: int | None) -> tuple[int, int, bytes, tuple[int, ...]]:
+        return nl.RTM_NEWLINK, _CREATE, nl.veth_pair(name, peer, peer_netns_fd, mtu, mac, peer_mac, master), ()
 
     def set_hairpin(self, name: str, on: bool = True) -> None:
         """Hairpin mode on a bridge port (`bridge link set dev NAME hairpin on`): the bridge may
         send a frame back out of the port it came in on. A pod calling a Service that kube-proxy
         DNATs back to the same pod needs it. The kernel ignores port options in the request that
-        creates the link, so this is a second request (~0.2 ms), by name."""
-        self.request_raw(nl.RTM_NEWLINK, _CHANGE, nl.port_mode(name, on))
+        creates the link, so this is a second request, by name (request_all can send it in the
+        same write as the creation)."""
+        self.request_raw(*self.hairpin_request(name, on)[:3])
+
+    @staticmethod
+    def hairpin_request(name: str, on: bool = True) -> tuple[int, int, bytes, tuple[int, ...]]:
+        return nl.RTM_NEWLINK, _CHANGE, nl.port_mode(name, on), ()
 
     def set_up(self, index: int) -> None:
         self.request_raw(*self.up_request(index)[:3])

@@ -61,10 +61,22 @@ def _default_dataplane(layout: NodeLayout):
     return LinuxDataplane(lock_dir=layout.lock_dir)
 
 
+_BOOT_ID: list[str] = []
+
+
+def _boot_id() -> str:
+    """The kernel's boot ID, read once per process (no process outlives a boot)."""
+    if not _BOOT_ID:
+        _BOOT_ID.append(boot_id())
+    return _BOOT_ID[0]
+
+
 class Settings:
     """The `vnet` keys of a network configuration, validated."""
 
     def __init__(self, conf: NetConf) -> None:
+        self._conf = conf
+        self._ipam_config = None
         self.bridge = conf.get("bridge", DEFAULT_BRIDGE)
         self.uplink = conf.get("uplink", "") or ""
         self.mtu = conf.get("mtu")
@@ -94,6 +106,12 @@ class Settings:
     @property
     def transparent(self) -> bool:
         return self.mode == MODE_TRANSPARENT
+
+    def ipam_config(self):
+        """vnet-ipam's settings from the same configuration, parsed once per call."""
+        if self._ipam_config is None:
+            self._ipam_config = VnetPlugin._ipam_config(self._conf)
+        return self._ipam_config
 
 
 class VnetPlugin:
@@ -187,7 +205,7 @@ class VnetPlugin:
     def _lock_dirs(self, conf: NetConf, settings: Settings) -> list[str]:
         dirs = [settings.layout.lock_dir]
         if settings.ipam_type == IN_PROCESS_IPAM:
-            dirs.append(NodeLayout(self._ipam_state_dir(conf)).lock_dir)
+            dirs.append(NodeLayout(settings.ipam_config().state_dir).lock_dir)
         return dirs
 
     def add(self, inv: Invocation, conf: NetConf) -> Result:
@@ -262,7 +280,7 @@ class VnetPlugin:
                 owned = True  # the leftover veth held this allocation's address; it is gone now
                 link = dp.create_pod_link(spec)
             created = True
-            ipam_cfg = self._ipam_config(conf) if settings.ipam_type == IN_PROCESS_IPAM else None
+            ipam_cfg = settings.ipam_config() if settings.ipam_type == IN_PROCESS_IPAM else None
             record = EndpointRecord(
                 conf.name, inv.container_id, inv.ifname, veth, bridge.name if bridge else "",
                 mode=settings.mode, bridge_mac=bridge.mac if bridge else "",
@@ -275,7 +293,7 @@ class VnetPlugin:
                 ipam=settings.ipam_type,
                 ipam_state_dir=ipam_cfg.state_dir if ipam_cfg else "",
                 cooldown_seconds=ipam_cfg.cooldown_seconds if ipam_cfg else None,
-                boot_id=boot_id(),
+                boot_id=_boot_id(),
                 created=time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()),  # ISO 8601, UTC (no datetime import)
             )
             store.put(record)
@@ -311,10 +329,6 @@ class VnetPlugin:
         from ..ipam.config import IpamConfig
 
         return IpamConfig.from_netconf(conf)
-
-    @classmethod
-    def _ipam_state_dir(cls, conf: NetConf) -> str:
-        return cls._ipam_config(conf).state_dir
 
     def _undo_ipam(self, inv: Invocation, conf: NetConf, settings: Settings) -> None:
         try:
