@@ -133,7 +133,10 @@ class LinuxDataplane:
             info = self._bridge_ready(name, uplink, gateway)
             if info is None:
                 with self._bridge_lock(name):
-                    info = self._ensure_bridge_locked(name, mtu, uplink, gateway)
+                    # Calls that queued here while another set the bridge up (a node's first
+                    # pods, at once) find it finished with the light look, not each with pyroute2.
+                    info = self._bridge_ready(name, uplink, gateway) or \
+                        self._ensure_bridge_locked(name, mtu, uplink, gateway)
         except _netlink_errors() as exc:
             raise _fail(f"cannot set up bridge {name}", exc) from None
         self._bridges[key] = info
