@@ -288,13 +288,25 @@ class DurableDocument:
         return obj
 
     def _read_raw(self) -> bytes | None:
+        """The file's bytes (None: no file), read through a plain descriptor: a buffered file
+        object would add an isatty ioctl, two lseeks and a second fstat to every read."""
         try:
-            with open(self.path, "rb") as f:
-                return f.read()
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
             return None
         except OSError as exc:
             raise CNIError(IO_FAILURE, f"cannot read {self.path}: {exc.strerror}") from None
+        try:
+            parts = []
+            want = os.fstat(fd).st_size + 1
+            while chunk := os.read(fd, want):
+                parts.append(chunk)
+                want = 1 << 16
+            return b"".join(parts)
+        except OSError as exc:
+            raise CNIError(IO_FAILURE, f"cannot read {self.path}: {exc.strerror}") from None
+        finally:
+            os.close(fd)
 
     def _read_locked(self) -> Any:
         raw = self._read_raw()
