@@ -268,6 +268,18 @@ def _metadata_file(tmp_path, n=12) -> str:
     return str(md)
 
 
+def _remount_read_only(path: str, attempts: int = 50) -> None:
+    """`mount -o remount,ro` fails (EBUSY) while any file on it is open for writing: vnetd opens
+    lock and state files for a moment after each answer (and its reaper and refresher write in
+    the background), so the fault is retried for a few seconds, as an operator would."""
+    for _ in range(attempts):
+        done = subprocess.run(["mount", "-o", "remount,ro", path], capture_output=True, text=True)
+        if done.returncode == 0:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"cannot remount {path} read-only: {done.stderr.strip()}")
+
+
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("fault", ["full", "read-only"])
 def test_state_dir_full_or_read_only(make_node, tmpfs, tmp_path, mode, fault):
@@ -286,7 +298,7 @@ def test_state_dir_full_or_read_only(make_node, tmpfs, tmp_path, mode, fault):
             except OSError:
                 pass
     else:
-        subprocess.run(["mount", "-o", "remount,ro", sd], check=True)
+        _remount_read_only(sd)
     under = n.burst([("ADD", f"p{i}") for i in range(4)] + [("DEL", "w0"), ("CHECK", "w1")])
     check_calls(n.calls)  # within the deadline, each a result or a CNI error
     failed = {c: r.out.get("code") for c, r in under.items() if not r.ok}
