@@ -86,28 +86,30 @@ class RtnlChannel:
     def request_all(self, requests: list[tuple[int, int, bytes, tuple[int, ...]]]) -> None:
         """Change requests (type, flags with NLM_F_ACK, body, errnos that count as done) sent
         in one write: the kernel handles them one after another, in this order, as if sent one
-        by one, and acknowledges each; this waits for every acknowledgement. The first refused
-        one (in order) raises NetlinkError, its position in `request`; the others were still
+        by one. Only the last asks for an acknowledgement: a refusal is always answered, and in
+        order, so once the last one's answer is read every answer is in. The first refused one
+        (in order) raises NetlinkError, its position in `request`; the others were still
         carried out (callers undo the whole object on failure, e.g. the veth)."""
         if not requests:
             return
         first = self._seq + 1
-        self._seq += len(requests)
-        self._sock.send(b"".join(nl.message(mtype, flags, first + i, body)
+        last = self._seq = self._seq + len(requests)
+        self._sock.send(b"".join(nl.message(mtype, flags if first + i == last else flags & ~nl.NLM_F_ACK,
+                                            first + i, body)
                                  for i, (mtype, flags, body, _ok) in enumerate(requests)))
         codes: dict[int, int] = {}
-        while len(codes) < len(requests):
+        while last not in codes:
             data = self._sock.recv(65536)
             offset = 0
             while offset + _HEADER.size <= len(data):
                 length, typ, _flags, mseq, _pid = _HEADER.unpack_from(data, offset)
                 if length < _HEADER.size:
                     raise NetlinkError(errno.EPROTO, "malformed netlink answer")
-                if typ == NLMSG_ERROR and first <= mseq <= self._seq:
+                if typ == NLMSG_ERROR and first <= mseq <= last:
                     codes[mseq] = -struct.unpack_from("=i", data, offset + _HEADER.size)[0]
                 offset += (length + 3) & ~3
         for i, (_mtype, _flags, _body, ok) in enumerate(requests):
-            code = codes[first + i]
+            code = codes.get(first + i, 0)
             if code and code not in ok:
                 exc = NetlinkError(code)
                 exc.request = i  # which of them was refused
