@@ -9,6 +9,8 @@ import json
 import os
 import subprocess
 
+import pytest
+
 # Each of these costs milliseconds of start-up and has no place on a pod's ADD or DEL without
 # vnetd: pyroute2 (150-250 ms), concurrent.futures (logging, traceback, queue), json and re
 # (enum, the regex compiler), socket.py (enum, selectors), and the CLI's and vnetd's libraries.
@@ -33,14 +35,16 @@ def _heavy(names: set[str]) -> set[str]:
     return {n for n in names if n.split(".")[0] in HEAVY}
 
 
-def test_in_process_add_and_del_import_nothing_heavy(cni_bin, node_ns, pod_ns, vnet_ipam):
-    conf = {"cniVersion": "1.0.0", "name": "lightnet", "type": "vnet", "bridge": "vntlight0",
+@pytest.mark.parametrize("mode", ["bridge", "transparent"])
+def test_in_process_add_and_del_import_nothing_heavy(cni_bin, node_ns, pod_ns, vnet_ipam, mode):
+    conf = {"cniVersion": "1.0.0", "name": "lightnet", "type": "vnet",
+            **({"bridge": "vntlight0"} if mode == "bridge" else {"mode": mode}),
             "stateDir": vnet_ipam["stateDir"], "ipam": vnet_ipam}
     stdin = json.dumps(conf).encode()
     entry = os.path.join(cni_bin, ".vnet-cni", "vnet")
     seen = {}
     netns = ""
-    for i, verb in enumerate(["ADD", "DEL", "ADD", "DEL"]):  # the first ADD sets up the bridge and pool
+    for i, verb in enumerate(["ADD", "DEL", "ADD", "DEL"]):  # the first ADD sets up the bridge, the pool
         if verb == "ADD":
             netns = pod_ns()[1]
         env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "CNI_COMMAND": verb, "CNI_CONTAINERID": f"light{i // 2}",
