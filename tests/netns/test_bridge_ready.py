@@ -1,6 +1,7 @@
 """A plugin process without vnetd recognises a bridge an earlier call finished setting up with a
-few light netlink requests (no pyroute2, no node-wide lock), and anything short of finished
-(down, br_netfilter's flag off, gateway address gone) sends it through the full set-up again."""
+few light netlink requests (no node-wide lock), and anything short of finished (down,
+br_netfilter's flag off, gateway address gone) sends it through the full set-up again; a bridge
+without an uplink is set up without pyroute2 as well."""
 
 from __future__ import annotations
 
@@ -15,8 +16,11 @@ CODE = textwrap.dedent("""
     from vnetcni.dataplane.linux import LinuxDataplane
 
     dp = LinuxDataplane(lock_dir=sys.argv[1])
+    set_up = []
+    full = dp._ensure_bridge_locked
+    dp._ensure_bridge_locked = lambda *args: set_up.append(args) or full(*args)
     info = dp.ensure_bridge("vntbr0", 1500, "", "10.9.0.1/24")
-    print(info.name, info.mac, info.index, "pyroute2" in sys.modules)
+    print(info.name, info.mac, info.index, bool(set_up), "pyroute2" in sys.modules)
 """)
 
 
@@ -29,16 +33,16 @@ def ensure(node: str, lock_dir: str) -> list[str]:
 def test_a_finished_bridge_is_taken_as_is_and_an_unfinished_one_is_set_up_again(namespaces, tmp_path):
     node = namespaces.make("node")
     first = ensure(node, str(tmp_path))
-    assert first[3] == "True"  # created: the cold path (pyroute2)
+    assert first[3:] == ["True", "False"]  # created (a bridge without an uplink needs no pyroute2)
     again = ensure(node, str(tmp_path))
-    assert again == first[:3] + ["False"]  # same bridge, recognised without pyroute2
+    assert again == first[:3] + ["False", "False"]  # same bridge, recognised, not set up again
 
     for breakage in (["ip", "-n", node, "link", "set", "vntbr0", "down"],
                      ["ip", "-n", node, "link", "set", "vntbr0", "type", "bridge", "nf_call_iptables", "0"],
                      ["ip", "-n", node, "addr", "del", "10.9.0.1/24", "dev", "vntbr0"]):
         subprocess.run(breakage, check=True)
         repaired = ensure(node, str(tmp_path))
-        assert repaired == first[:3] + ["True"], breakage  # set up again, same bridge
+        assert repaired == first[:3] + ["True", "False"], breakage  # set up again, same bridge
         assert ensure(node, str(tmp_path))[3] == "False"  # and complete once more
     show = subprocess.run(["ip", "-n", node, "-d", "addr", "show", "dev", "vntbr0"], capture_output=True,
                           text=True, check=True).stdout

@@ -141,3 +141,16 @@ def test_the_per_pod_dataplane_imports_no_pyroute2():
                                 timeout=60).stdout.split())
     assert "vnetcni.dataplane.linux" in loaded
     assert not {m for m in loaded if m.split(".")[0] in ("pyroute2", "asyncio", "multiprocessing")}
+
+
+def test_a_bridge_and_its_br_netfilter_switch():
+    new = ifinfmsg()
+    new["attrs"] = [("IFLA_IFNAME", "azure0"), ("IFLA_MTU", 1500), ("IFLA_ADDRESS", "02:aa:bb:cc:dd:03"),
+                    ("IFLA_LINKINFO", {"attrs": [("IFLA_INFO_KIND", "bridge")]})]
+    assert ours(nl.RTM_NEWLINK, nl.bridge("azure0", 1500, "02:aa:bb:cc:dd:03")) == pyroute2_bytes(new, nl.RTM_NEWLINK)
+    nf = ifinfmsg()
+    nf["index"] = 9
+    nf["attrs"] = [("IFLA_LINKINFO", {"attrs": [("IFLA_INFO_KIND", "bridge"), ("IFLA_INFO_DATA", {"attrs": [
+        ("IFLA_BR_NF_CALL_IPTABLES", 1)]})]})]
+    flags = nl.NLM_F_REQUEST | nl.NLM_F_ACK
+    assert ours(nl.RTM_NEWLINK, nl.bridge_nf_call_iptables(9), flags) == pyroute2_bytes(nf, nl.RTM_NEWLINK, flags)

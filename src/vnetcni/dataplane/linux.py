@@ -170,6 +170,8 @@ class LinuxDataplane:
         return BridgeInfo(name, bridge.mac, bridge.index)
 
     def _ensure_bridge_locked(self, name: str, mtu: int, uplink: str, gateway: str) -> BridgeInfo:
+        if not uplink:
+            return self._ensure_plain_bridge(name, mtu, gateway)
         ipr = self.ipr
         up_idx = None
         if uplink:
@@ -202,6 +204,37 @@ class LinuxDataplane:
                 ipr.addr("add", index=idx, address=str(iface.ip), prefixlen=iface.network.prefixlen, **nodad)
         link = ipr.get_links(idx)[0]
         return BridgeInfo(name, link.get_attr("IFLA_ADDRESS"), idx)
+
+    def _ensure_plain_bridge(self, name: str, mtu: int, gateway: str) -> BridgeInfo:
+        """A bridge without an uplink (with the gateway address, when given), set up through the
+        light channel: a node's first ADD without vnetd does not import pyroute2 for it (~200 ms
+        of CPU). Only adopting an uplink needs pyroute2."""
+        ch = self._channel()
+        idx = ch.link_index(name)
+        if idx is None:
+            # A fixed MAC: a bridge otherwise takes its lowest port's MAC, which changes as pods
+            # come and go and leaves stale gateway entries in every pod's ARP cache.
+            try:
+                ch.add_bridge(name, mtu, _local_mac())
+            except NetlinkError as exc:
+                if exc.code != errno.EEXIST:
+                    raise
+            idx = ch.link_index(name)
+            if idx is None:
+                raise CNIError(DATAPLANE_FAILURE, f"bridge {name} vanished while it was set up")
+        # br_netfilter's switch of this bridge only (see _ensure_bridge_locked), then up.
+        ch.set_bridge_nf_call_iptables(idx)
+        ch.set_up(idx)
+        if gateway:
+            try:
+                ch.add_address(idx, gateway)  # an IPv6 gateway without DAD: it answers at once
+            except NetlinkError as exc:
+                if exc.code != errno.EEXIST:  # already there
+                    raise
+        link = ch.link_at(idx)
+        if link is None:
+            raise CNIError(DATAPLANE_FAILURE, f"bridge {name} vanished while it was set up")
+        return BridgeInfo(name, link.mac, idx)
 
     def _adopt_uplink(self, br_idx: int, up_idx: int) -> None:
         """Enslave the uplink; the bridge takes over its addresses and the routes through it.

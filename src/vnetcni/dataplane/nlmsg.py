@@ -3,10 +3,11 @@
 A plugin without vnetd starts a fresh Python for every call; importing pyroute2 costs 150-250 ms
 of it (asyncio, multiprocessing, its message classes), while a pod needs a handful of messages:
 the veth pair with its peer created inside the pod's namespace, hairpin on its bridge port, link
-up, addresses, routes, permanent neighbours, a link look-up and a link deletion. They are built
+up, addresses, routes, permanent neighbours, a link look-up and a link deletion; and the bridge
+of a node without an uplink (a node's first ADD, in-process when no vnetd runs). They are built
 here, byte for byte as pyroute2 builds them (tests/unit/test_nlmsg.py compares the two), and
 rtnl.py sends them on a plain NETLINK_ROUTE socket. pyroute2 stays the tool of the cold paths
-(creating the bridge, adopting the uplink, inspecting an attachment for CHECK).
+(adopting the uplink, inspecting an attachment for CHECK).
 
 Layouts (linux/rtnetlink.h, linux/if_link.h, linux/if_addr.h, linux/neighbour.h):
 nlmsghdr = len u32, type u16, flags u16, seq u32, pid u32; an attribute = len u16, type u16,
@@ -131,6 +132,19 @@ def port_mode(name: str, hairpin: bool) -> bytes:
     return (IFINFO.pack(0, 0, 0, 0, 0) + asciiz(IFLA_IFNAME, name)
             + nested(IFLA_LINKINFO, asciiz(IFLA_INFO_SLAVE_KIND, "bridge"),
                      nested(IFLA_INFO_SLAVE_DATA, u8(IFLA_BRPORT_MODE, 1 if hairpin else 0))))
+
+
+def bridge(name: str, mtu: int, mac: str) -> bytes:
+    """RTM_NEWLINK of a bridge (`ip link add NAME address MAC mtu MTU type bridge`), down."""
+    return (IFINFO.pack(0, 0, 0, 0, 0) + asciiz(IFLA_IFNAME, name) + u32(IFLA_MTU, mtu) + lladdr(IFLA_ADDRESS, mac)
+            + nested(IFLA_LINKINFO, asciiz(IFLA_INFO_KIND, "bridge")))
+
+
+def bridge_nf_call_iptables(index: int) -> bytes:
+    """RTM_NEWLINK turning a bridge's own br_netfilter switch on (IFLA_BR_NF_CALL_IPTABLES)."""
+    return (IFINFO.pack(0, 0, index, 0, 0)
+            + nested(IFLA_LINKINFO, asciiz(IFLA_INFO_KIND, "bridge"),
+                     nested(IFLA_INFO_DATA, u8(IFLA_BR_NF_CALL_IPTABLES, 1))))
 
 
 def link_up(index: int) -> bytes:

@@ -161,6 +161,13 @@ class RtnlChannel:
                      master: int | None) -> tuple[int, int, bytes, tuple[int, ...]]:
         return nl.RTM_NEWLINK, _CREATE, nl.veth_pair(name, peer, peer_netns_fd, mtu, mac, peer_mac, master), ()
 
+    def add_bridge(self, name: str, mtu: int, mac: str) -> None:
+        """A bridge, down (linux.py's ensure_bridge turns br_netfilter's switch on, then up)."""
+        self.request_raw(nl.RTM_NEWLINK, _CREATE, nl.bridge(name, mtu, mac))
+
+    def set_bridge_nf_call_iptables(self, index: int) -> None:
+        self.request_raw(nl.RTM_NEWLINK, _CHANGE, nl.bridge_nf_call_iptables(index))
+
     def set_hairpin(self, name: str, on: bool = True) -> None:
         """Hairpin mode on a bridge port (`bridge link set dev NAME hairpin on`): the bridge may
         send a frame back out of the port it came in on. A pod calling a Service that kube-proxy
