@@ -49,9 +49,11 @@ def test_bench_small_run_reports_every_scenario_and_leaves_nothing():
             assert res[phase]["teardown_ms"] >= res[phase]["answered_ms"], (key, phase)
             if key.startswith("reference"):  # a synchronous DEL: torn down when answered
                 assert res[phase]["teardown_ms"] == res[phase]["answered_ms"], (key, phase)
-    for key in ("reference", "inproc"):  # 3 callers at once, 2 rounds
+    for key in ("reference", "inproc"):  # 3 callers at once: on a fresh node, then 2 rounds
         assert results[key]["concurrent_add"]["n"] == 6 and results[key]["concurrent_del"]["n"] == 6
-        assert results[key]["concurrent_del"]["failed"] == 0, results[key]["concurrent_del"]["first_error"]
+        assert results[key]["fresh_add"]["n"] == 3 and results[key]["fresh_del"]["n"] == 3
+        for scenario in ("fresh_add", "fresh_del", "concurrent_add", "concurrent_del"):
+            assert results[key][scenario]["failed"] == 0, (key, scenario, results[key][scenario]["first_error"])
     for key, size in (("pool-small", 4), ("pool-large", 8)):
         res = results[key]
         assert res["addresses"] == size and res["add"]["n"] == 2 and res["del"]["n"] == 2
@@ -69,7 +71,7 @@ def test_bench_small_run_reports_every_scenario_and_leaves_nothing():
     assert rows[("main", "seq_add_median_ms")]["ratio"] > 0 and rows[("main", "seq_add_median_ms")]["ratio_transparent"] > 0
     assert rows[("main", "seq_add_median_ms")]["target"] == 0.4  # per call: any count
     assert rows[("main", "burst_del_wall_ms")]["target"] is None  # defined for 30 pods, not 3
-    for key in ("fallback_seq_add_median_ms", "concurrent_add_max_ms", "concurrent_del_max_ms"):
+    for key in ("fallback_seq_add_median_ms", "fresh_add_max_ms", "concurrent_add_max_ms", "concurrent_del_max_ms"):
         row = rows[("fallback", key)]
         assert _number(row["reference"]) and _number(row["inproc"]) and row["ratio"] > 0, key
     for key in ("pool_add_median_ms", "pool_del_median_ms", "pool_add_cpu_ms", "pool_del_cpu_ms", "pool_rss_mib",

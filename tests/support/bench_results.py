@@ -4,7 +4,7 @@ the table, its targets and verdicts (tests/unit/test_bench_labels.py, test_bench
 from __future__ import annotations
 
 SCENARIOS = ("seq_add", "seq_del", "burst_add", "burst_del", "big_burst_add", "big_burst_del",
-             "concurrent_add", "concurrent_del")
+             "concurrent_add", "concurrent_del", "fresh_add", "fresh_del")
 DEFAULT_SIZES = {"sequential": 50, "burst": 30, "big_burst": 110, "callers": 8, "rounds": 3,
                  "pool": 250, "small_pool": 30, "pool_calls": 25}
 SMALL_SIZES = {"sequential": 5, "burst": 5, "big_burst": 10, "callers": 3, "rounds": 2,

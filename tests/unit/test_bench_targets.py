@@ -21,7 +21,8 @@ def _row(table: list[dict], key: str) -> dict:
 def test_issue_14_targets():
     want = {"seq_add_median_ms": (0.4, "x"), "seq_del_median_ms": (0.3, "x"), "burst_add_wall_ms": (0.5, "x"),
             "big_burst_add_wall_ms": (0.4, "x"), "burst_del_wall_ms": (0.3, "x"), "big_burst_del_wall_ms": (0.3, "x"),
-            "fallback_seq_add_median_ms": (5.0, "x"), "concurrent_add_max_ms": (1000.0, "ms"),
+            "fallback_seq_add_median_ms": (5.0, "x"), "fresh_add_max_ms": (1000.0, "ms"),
+            "concurrent_add_max_ms": (1000.0, "ms"),
             "concurrent_del_max_ms": (1000.0, "ms"), "pool_rss_mib": (60.0, "MiB"),
             "pool_add_median_ms": (1.2, "x"), "pool_del_median_ms": (1.2, "x")}
     assert {k: (g.limit, g.unit) for k, g in TARGETS.items()} == want
@@ -72,6 +73,7 @@ def test_fallback_ratio_is_no_vnetd_over_the_reference_and_the_slowest_call_is_j
     res["inproc"]["seq_add"] = scen(50, 51.0)  # 5.1x
     res["inproc"]["concurrent_add"] = dict(scen(24), max_ms=999.0)
     res["inproc"]["concurrent_del"] = dict(scen(24), max_ms=1001.0)
+    res["inproc"]["fresh_add"] = dict(scen(8), max_ms=1500.0)  # the node's first pods: judged too
     res["reference"]["concurrent_add"] = dict(scen(24), max_ms=5000.0)  # the reference's is only shown
     table = rows(res, DEFAULT_SIZES)
     fb = _row(table, "fallback_seq_add_median_ms")
@@ -79,6 +81,7 @@ def test_fallback_ratio_is_no_vnetd_over_the_reference_and_the_slowest_call_is_j
     assert _row(table, "concurrent_add_max_ms")["verdict"] == "met"
     assert _row(table, "concurrent_add_max_ms")["reference"] == 5000.0
     assert _row(table, "concurrent_del_max_ms")["verdict"] == "not met"
+    assert _row(table, "fresh_add_max_ms")["verdict"] == "not met"
 
 
 def test_pool_ratio_is_large_over_small_and_rss_is_the_large_pools():

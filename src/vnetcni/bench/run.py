@@ -44,12 +44,12 @@ def _cids(pods: range, prefix: str, tag: str = "") -> list[str]:
     return [sc.container_id(i, prefix, tag) for i in pods]
 
 
-def _concurrent(target: Target, callers: int, rounds: int, prefix: str) -> tuple[dict, dict]:
+def _concurrent(target: Target, callers: int, rounds: int, prefix: str, name: str = "r") -> tuple[dict, dict]:
     """`rounds` times: `callers` ADDs launched at once, then their DELs at once (each round
-    waits for its teardown)."""
+    waits for its teardown). `name` tells the container IDs of these rounds apart."""
     adds, dels, stuck = [], [], []
     for r in range(rounds):
-        tag = f"r{r}"
+        tag = f"{name}{r}"
         adds += sc.burst(target, "ADD", range(callers), prefix, tag)[1]
         ops = sc.burst(target, "DEL", range(callers), prefix, tag)[1]
         dels += ops
@@ -71,6 +71,9 @@ def measure_target(target: Target, sizes: dict, progress: Callable[[str], None])
     with prepared(target, n + 1, target.key):
         try:
             _pods(prefix, n + 1, True)
+            if callers:  # the node's first pods, all at once: the bridge is not set up yet
+                progress(f"{target.label}: {callers} ADDs at once on a fresh node, then their DELs")
+                out["fresh_add"], out["fresh_del"] = _concurrent(target, callers, 1, prefix, "f")
             warm = range(n, n + 1)  # one untimed ADD/DEL: bridge set up, pool learned, caches warm
             sc.sequential(target, "ADD", warm, prefix)
             out["warm_del"] = _del_phase(target, sc.sequential(target, "DEL", warm, prefix), _cids(warm, prefix))
