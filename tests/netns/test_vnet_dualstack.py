@@ -58,6 +58,19 @@ def test_dual_stack_pods_talk_both_families(cni_bin, dual_node, pod_ns, state_di
     node6 = "fd00:10:240::23" if mode == "transparent" else "fd00:10:240::1"
     assert ns_exec(pods[0][0], "ping", "-c1", "-W2", node6).returncode == 0  # pod -> node, IPv6
 
+    # A bridge port has no IPv6 address of its own (no link-local: nothing of it in the node's
+    # IPv6 routing table), while the pod's end keeps its link-local; transparent mode's host end,
+    # the pods' gateway, keeps its link-local.
+    for name, *_, out in pods:
+        host_if, = [i["name"] for i in out["interfaces"] if i["name"].startswith("azv")]
+        host6 = ns_exec(node, "ip", "-6", "addr", "show", "dev", host_if).stdout
+        routes6 = ns_exec(node, "ip", "-6", "route", "show", "table", "all", "dev", host_if).stdout
+        assert ("inet6 fe80::" in ns_exec(name, "ip", "-6", "addr", "show", "dev", "eth0").stdout)
+        if mode == "transparent":
+            assert "inet6 fe80::" in host6, host6
+        else:
+            assert "inet6" not in host6 and "fe80::" not in routes6, (host6, routes6)
+
     if mode == "transparent" and version >= "0.4.0":  # CHECK looks at the node's pin of the pod's IPv6
         name, path, cid, _, six, out = pods[0]
         host_if = out["interfaces"][0]["name"]

@@ -54,6 +54,14 @@ def test_hairpin_on_a_bridge_port(on):
     assert ours(nl.RTM_NEWLINK, nl.port_mode("azvport", on), flags) == pyroute2_bytes(msg, nl.RTM_NEWLINK, flags)
 
 
+def test_no_automatic_ipv6_address_on_a_link():
+    msg = ifinfmsg()
+    msg["attrs"] = [("IFLA_IFNAME", "azvport"), ("IFLA_AF_SPEC", {"attrs": [
+        ("AF_INET6", {"attrs": [("IFLA_INET6_ADDR_GEN_MODE", nl.IN6_ADDR_GEN_MODE_NONE)]})]})]
+    flags = nl.NLM_F_REQUEST | nl.NLM_F_ACK
+    assert ours(nl.RTM_NEWLINK, nl.no_ipv6_autoconf("azvport"), flags) == pyroute2_bytes(msg, nl.RTM_NEWLINK, flags)
+
+
 def test_link_up_get_and_delete():
     up = ifinfmsg()
     up["index"], up["flags"], up["change"] = 12, 1, 1

@@ -319,10 +319,17 @@ class LinuxDataplane:
         ch = self._channel()
         # Bridge mode: the host end's hairpin in the same write, right after the creation (if the
         # creation is refused, an interface of that deterministic name already exists; hairpin on
-        # it changes nothing that matters: it is this attachment's leftover, deleted next).
+        # it changes nothing that matters: it is this attachment's leftover, deleted next). Then
+        # no IPv6 address of its own (addrgenmode none), set before its carrier comes up (with the
+        # pod end, in _configure_pod): a bridge port's frames go to the bridge, never to its own
+        # IP stack, so a link-local there only cost each ADD and DEL a share of the node's IPv6
+        # routing table that grows with every pod (its fe80:: routes; every veth removal walks
+        # the table) and its DAD and router solicitation. The pods' gateway is the bridge or
+        # the VNet's, never a port (transparent mode's host end, the pods' gateway there, keeps
+        # its link-local).
         requests = [ch.veth_request(spec.host_ifname, spec.ifname, fd, spec.mtu, host_mac, pod_mac, br_idx)]
         if not spec.routed:
-            requests.append(ch.hairpin_request(spec.host_ifname))
+            requests += [ch.hairpin_request(spec.host_ifname), ch.no_ipv6_autoconf_request(spec.host_ifname)]
         hairpin_error = None
         try:
             ch.request_all(requests)

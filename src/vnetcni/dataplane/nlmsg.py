@@ -34,12 +34,13 @@ NLA_F_NESTED, NLA_F_NET_BYTEORDER = 0x8000, 0x4000
 
 # link attributes
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_MASTER = 1, 3, 4, 10
-IFLA_LINKINFO, IFLA_NET_NS_FD = 18, 28
+IFLA_LINKINFO, IFLA_AF_SPEC, IFLA_NET_NS_FD = 18, 26, 28
 IFLA_NUM_TX_QUEUES, IFLA_NUM_RX_QUEUES = 31, 32
 IFLA_INFO_KIND, IFLA_INFO_DATA, IFLA_INFO_SLAVE_KIND, IFLA_INFO_SLAVE_DATA = 1, 2, 4, 5
 VETH_INFO_PEER = 1
 IFLA_BRPORT_MODE = 4  # hairpin
-IFLA_BR_NF_CALL_IPTABLES = 36
+IFLA_BR_MCAST_SNOOPING, IFLA_BR_NF_CALL_IPTABLES = 23, 36
+IFLA_INET6_ADDR_GEN_MODE, IN6_ADDR_GEN_MODE_NONE = 8, 1  # in IFLA_AF_SPEC / AF_INET6
 IFF_UP = 0x1
 # address, route and neighbour attributes
 IFA_ADDRESS, IFA_LOCAL = 1, 2
@@ -145,6 +146,14 @@ def bridge_nf_call_iptables(index: int) -> bytes:
     return (IFINFO.pack(0, 0, index, 0, 0)
             + nested(IFLA_LINKINFO, asciiz(IFLA_INFO_KIND, "bridge"),
                      nested(IFLA_INFO_DATA, u8(IFLA_BR_NF_CALL_IPTABLES, 1))))
+
+
+def no_ipv6_autoconf(name: str) -> bytes:
+    """RTM_NEWLINK setting a link's IPv6 address generation mode to none (`ip link set dev NAME
+    addrgenmode none`): the kernel gives it no link-local (nor any other automatic) address, so
+    no fe80:: routes, DAD or router solicitation, when its carrier comes up."""
+    return (IFINFO.pack(0, 0, 0, 0, 0) + asciiz(IFLA_IFNAME, name)
+            + nested(IFLA_AF_SPEC, nested(socket.AF_INET6, u8(IFLA_INET6_ADDR_GEN_MODE, IN6_ADDR_GEN_MODE_NONE))))
 
 
 def link_up(index: int) -> bytes:

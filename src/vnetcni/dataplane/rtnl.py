@@ -180,6 +180,13 @@ class RtnlChannel:
     def hairpin_request(name: str, on: bool = True) -> tuple[int, int, bytes, tuple[int, ...]]:
         return nl.RTM_NEWLINK, _CHANGE, nl.port_mode(name, on), ()
 
+    @staticmethod
+    def no_ipv6_autoconf_request(name: str) -> tuple[int, int, bytes, tuple[int, ...]]:
+        """No automatic IPv6 address on link `name` (see nlmsg.no_ipv6_autoconf); a kernel or a
+        link without IPv6 (booted with ipv6.disable=1, MTU under 1280) refuses it with
+        EAFNOSUPPORT: nothing to turn off then."""
+        return nl.RTM_NEWLINK, _CHANGE, nl.no_ipv6_autoconf(name), (errno.EAFNOSUPPORT,)
+
     def set_up(self, index: int) -> None:
         self.request_raw(*self.up_request(index)[:3])
 
