@@ -60,18 +60,22 @@ class RtnlChannel:
         self._sock.send(nl.message(mtype, flags, self._seq, payload))
         return [(typ, chunk[_HEADER.size:]) for typ, chunk in self._answers(self._seq)]
 
+    def _received(self):
+        """The messages of one read from the socket: (type, sequence number, whole message)."""
+        data = self._sock.recv(65536)
+        offset = 0
+        while offset + _HEADER.size <= len(data):
+            length, typ, _flags, mseq, _pid = _HEADER.unpack_from(data, offset)
+            if length < _HEADER.size:
+                raise NetlinkError(errno.EPROTO, "malformed netlink answer")
+            yield typ, mseq, data[offset:offset + length]
+            offset += (length + 3) & ~3
+
     def _answers(self, seq: int):
         """The messages answering request `seq` (type, whole message) until its ACK or DONE; a
         kernel error is raised as NetlinkError."""
         while True:
-            data = self._sock.recv(65536)
-            offset = 0
-            while offset + _HEADER.size <= len(data):
-                length, typ, _flags, mseq, _pid = _HEADER.unpack_from(data, offset)
-                if length < _HEADER.size:
-                    raise NetlinkError(errno.EPROTO, "malformed netlink answer")
-                chunk = data[offset:offset + length]
-                offset += (length + 3) & ~3
+            for typ, mseq, chunk in self._received():
                 if mseq != seq:
                     continue  # a late answer to an earlier request
                 if typ == NLMSG_ERROR:
@@ -99,15 +103,9 @@ class RtnlChannel:
                                  for i, (mtype, flags, body, _ok) in enumerate(requests)))
         codes: dict[int, int] = {}
         while last not in codes:
-            data = self._sock.recv(65536)
-            offset = 0
-            while offset + _HEADER.size <= len(data):
-                length, typ, _flags, mseq, _pid = _HEADER.unpack_from(data, offset)
-                if length < _HEADER.size:
-                    raise NetlinkError(errno.EPROTO, "malformed netlink answer")
+            for typ, mseq, chunk in self._received():
                 if typ == NLMSG_ERROR and first <= mseq <= last:
-                    codes[mseq] = -struct.unpack_from("=i", data, offset + _HEADER.size)[0]
-                offset += (length + 3) & ~3
+                    codes[mseq] = -struct.unpack_from("=i", chunk, _HEADER.size)[0]
         for i, (_mtype, _flags, _body, ok) in enumerate(requests):
             code = codes.get(first + i, 0)
             if code and code not in ok:
