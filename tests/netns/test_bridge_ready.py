@@ -1,6 +1,6 @@
 """A plugin process without vnetd recognises a bridge an earlier call finished setting up with a
 few light netlink requests (no node-wide lock), and anything short of finished (down,
-br_netfilter's flag off, gateway address gone) sends it through the full set-up again; a bridge
+br_netfilter's flag off, multicast snooping on, gateway address gone) sends it through the full set-up again; a bridge
 without an uplink is set up without pyroute2 as well."""
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ def test_a_finished_bridge_is_taken_as_is_and_an_unfinished_one_is_set_up_again(
 
     for breakage in (["ip", "-n", node, "link", "set", "vntbr0", "down"],
                      ["ip", "-n", node, "link", "set", "vntbr0", "type", "bridge", "nf_call_iptables", "0"],
+                     ["ip", "-n", node, "link", "set", "vntbr0", "type", "bridge", "mcast_snooping", "1"],
                      ["ip", "-n", node, "addr", "del", "10.9.0.1/24", "dev", "vntbr0"]):
         subprocess.run(breakage, check=True)
         repaired = ensure(node, str(tmp_path))
@@ -46,4 +47,4 @@ def test_a_finished_bridge_is_taken_as_is_and_an_unfinished_one_is_set_up_again(
         assert ensure(node, str(tmp_path))[3] == "False"  # and complete once more
     show = subprocess.run(["ip", "-n", node, "-d", "addr", "show", "dev", "vntbr0"], capture_output=True,
                           text=True, check=True).stdout
-    assert ",UP>" in show and "10.9.0.1/24" in show and "nf_call_iptables 1" in show
+    assert ",UP>" in show and "10.9.0.1/24" in show and "nf_call_iptables 1" in show and "mcast_snooping 0" in show

@@ -110,6 +110,7 @@ def test_uplink_is_enslaved_and_keeps_the_node_reachable(cni_bin, namespaces, po
     assert res.ok, res
     master = ns_exec(node, "ip", "-o", "link", "show", "eth0").stdout
     assert "master vntbr0" in master
+    assert "mcast_snooping 0" in ns_exec(node, "ip", "-d", "link", "show", "vntbr0").stdout
     assert "10.240.0.35/16" in ns_exec(node, "ip", "-o", "addr", "show", "vntbr0").stdout
     assert "default via 10.240.0.1 dev vntbr0" in ns_exec(node, "ip", "route").stdout
     assert "mtu 1450" in ns_exec(name, "ip", "-o", "link", "show", "eth0").stdout  # the uplink's MTU

@@ -159,6 +159,6 @@ def test_a_bridge_and_its_br_netfilter_switch():
     nf = ifinfmsg()
     nf["index"] = 9
     nf["attrs"] = [("IFLA_LINKINFO", {"attrs": [("IFLA_INFO_KIND", "bridge"), ("IFLA_INFO_DATA", {"attrs": [
-        ("IFLA_BR_NF_CALL_IPTABLES", 1)]})]})]
+        ("IFLA_BR_NF_CALL_IPTABLES", 1), ("IFLA_BR_MCAST_SNOOPING", 0)]})]})]
     flags = nl.NLM_F_REQUEST | nl.NLM_F_ACK
-    assert ours(nl.RTM_NEWLINK, nl.bridge_nf_call_iptables(9), flags) == pyroute2_bytes(nf, nl.RTM_NEWLINK, flags)
+    assert ours(nl.RTM_NEWLINK, nl.bridge_settings(9), flags) == pyroute2_bytes(nf, nl.RTM_NEWLINK, flags)

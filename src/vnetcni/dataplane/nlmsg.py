@@ -141,11 +141,12 @@ def bridge(name: str, mtu: int, mac: str) -> bytes:
             + nested(IFLA_LINKINFO, asciiz(IFLA_INFO_KIND, "bridge")))
 
 
-def bridge_nf_call_iptables(index: int) -> bytes:
-    """RTM_NEWLINK turning a bridge's own br_netfilter switch on (IFLA_BR_NF_CALL_IPTABLES)."""
+def bridge_settings(index: int) -> bytes:
+    """RTM_NEWLINK of vnet's bridge options: its own br_netfilter switch on (IFLA_BR_NF_CALL_IPTABLES),
+    multicast snooping off (IFLA_BR_MCAST_SNOOPING; linux.py says why)."""
     return (IFINFO.pack(0, 0, index, 0, 0)
             + nested(IFLA_LINKINFO, asciiz(IFLA_INFO_KIND, "bridge"),
-                     nested(IFLA_INFO_DATA, u8(IFLA_BR_NF_CALL_IPTABLES, 1))))
+                     nested(IFLA_INFO_DATA, u8(IFLA_BR_NF_CALL_IPTABLES, 1), u8(IFLA_BR_MCAST_SNOOPING, 0))))
 
 
 def no_ipv6_autoconf(name: str) -> bytes:

@@ -163,8 +163,8 @@ class RtnlChannel:
         """A bridge, down (linux.py's ensure_bridge turns br_netfilter's switch on, then up)."""
         self.request_raw(nl.RTM_NEWLINK, _CREATE, nl.bridge(name, mtu, mac))
 
-    def set_bridge_nf_call_iptables(self, index: int) -> None:
-        self.request_raw(nl.RTM_NEWLINK, _CHANGE, nl.bridge_nf_call_iptables(index))
+    def set_bridge_settings(self, index: int) -> None:
+        self.request_raw(nl.RTM_NEWLINK, _CHANGE, nl.bridge_settings(index))
 
     def set_hairpin(self, name: str, on: bool = True) -> None:
         """Hairpin mode on a bridge port (`bridge link set dev NAME hairpin on`): the bridge may
