@@ -381,3 +381,43 @@ def test_vnetctl_install_writes_a_transparent_conflist(tmp_path):
     main = json.loads((tmp_path / "net.d" / "10-vnet.conflist").read_text())["plugins"][0]
     assert main["mode"] == "transparent" and "bridge" not in main and main["uplink"] == "eth0"
     assert CliRunner().invoke(app, [*args, "--mode", "overlay"]).exit_code == 2
+
+
+def test_del_without_vnetd_releases_the_address_only_once_the_veth_is_gone(world):
+    """The veth's removal runs beside the DEL's own work, but the address is never released (and
+    so never handed out again) while the old pod end still exists."""
+    dp, ipam, plugin, sd = world
+    dp.netns.add("/run/netns/p1")
+    call(plugin, "ADD", sd)
+    host = host_ifname("vnet", "c1", "eth0")
+    seen_at_release = []
+    plain_delete = ipam.delete
+
+    def delete(inv, conf):
+        seen_at_release.append(host in dp.hosts)
+        plain_delete(inv, conf)
+
+    def begin_delete(name):  # the kernel's teardown finishes only when waited for
+        return lambda: dp.delete_pod_link(name)
+
+    ipam.delete = delete
+    dp.begin_delete_pod_link = begin_delete
+    assert call(plugin, "DEL", sd)[0] == 0
+    assert seen_at_release == [False]
+    assert ipam.allocated == {} and EndpointStore(sd).all() == {} and dp.hosts == {}
+
+
+def test_del_without_vnetd_keeps_address_and_record_when_the_veth_cannot_be_deleted(world):
+    dp, ipam, plugin, sd = world
+    dp.netns.add("/run/netns/p1")
+    call(plugin, "ADD", sd)
+
+    def begin_delete(name):
+        def wait():
+            raise CNIError(102, f"cannot delete {name}: device busy")
+        return wait
+
+    dp.begin_delete_pod_link = begin_delete
+    code, err = call(plugin, "DEL", sd)
+    assert code == 1 and err["code"] == 102
+    assert len(ipam.allocated) == 1 and "vnet/c1/eth0" in EndpointStore(sd).all()

@@ -410,13 +410,18 @@ class VnetPlugin:
                 self._teardown.queue(settings.state_dir)  # the veth, then the address, then the record
                 return
         # The host end's name is derived, never chosen: its removal (the kernel's ~16 ms) starts
-        # at once, and the state work below runs meanwhile.
+        # at once. The address is released only once the veth is gone, never while the old pod
+        # end still holds it (a cooling address can be handed out early when the pool is
+        # otherwise full, and reuseCooldownSeconds may be 0): what overlaps the teardown is
+        # loading the in-process IPAM. A failed deletion keeps address and record: DEL is retried.
         deleted = self.dataplane(settings).begin_delete_pod_link(host_ifname(conf.name, inv.container_id, inv.ifname))
         try:
-            self._ipam_call("DEL", inv, conf, settings)  # an error here keeps the record: DEL is retried
-            store.remove(key)  # a failed veth deletion is retried by name, record or not
+            if settings.ipam_type == IN_PROCESS_IPAM:
+                self._in_process_ipam()
         finally:
-            deleted()  # the veth is gone before DEL answers
+            deleted()
+        self._ipam_call("DEL", inv, conf, settings)  # an error here keeps the record: DEL is retried
+        store.remove(key)
 
     # --- CHECK ---------------------------------------------------------------------------
     def check(self, inv: Invocation, conf: NetConf) -> None:
