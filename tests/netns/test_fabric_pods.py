@@ -146,6 +146,7 @@ def test_capacity_is_the_secondary_count_and_pod_31_fails_cleanly_until_one_is_d
     victim = cluster.pods("node1")[5]
     cluster.delete(victim)
     assert victim.netns not in kernel.netns_list()
+    wait_for_teardowns(node.stateDir)  # vnetd answers DEL before the veth is gone; its reaper finishes
     assert victim.host_ifname not in cluster.node_links("node1")
     again = cluster.add("node1", "one-too-many")
     assert again.address == victim.address  # the only free address (reuse cooldown 0 in this fabric)
