@@ -14,6 +14,7 @@ import pytest
 
 from conftest import require_tool
 from support import resources
+from support.vnetd import wait_for_teardowns
 from vnetcni.sim import enforcement, fabric, kernel, pods, probe
 
 VNETCTL = os.path.join(os.path.dirname(sys.executable), "vnetctl")
@@ -128,6 +129,7 @@ def test_check_and_delete_through_the_runtime(routed):
     rt.check(p.containerId, p.netns_path, "eth0", prev_result=p.result)
     pods.delete_pod(rec, "node2", "short-lived")
     node = rec.node("node2")
+    wait_for_teardowns(node.stateDir)  # vnetd answers DEL before the veth is gone; its reaper finishes
     assert p.host_ifname not in {l["ifname"] for l in kernel.links(node.netns)}
     assert p.address not in kernel.ip(node.netns, "route").stdout
 
