@@ -84,3 +84,48 @@ def test_bad_serve_args_are_a_clear_error(text):
                           timeout=60, env=env)
     assert proc.returncode == 2
     assert "VNETD_SERVE_ARGS" in proc.stderr and "Traceback" not in proc.stderr
+
+
+# A worker thread that holds a few state-file-sized buffers at once and frees them, again and again, as vnetd's
+# calls do: the minor page faults it takes show whether glibc hands the memory back each time.
+REUSE = """
+import resource, sys, threading
+from vnetcni.daemon.main import keep_large_buffers, limit_malloc_arenas
+limit_malloc_arenas()
+applied = keep_large_buffers() if sys.argv[1] == "kept" else None
+faults = []
+def work():
+    for _ in range(20):
+        [bytearray(160 * 1024) for _ in range(4)]
+    before = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
+    for _ in range(200):
+        [bytearray(160 * 1024) for _ in range(4)]
+    faults.append(resource.getrusage(resource.RUSAGE_THREAD).ru_minflt - before)
+t = threading.Thread(target=work)
+t.start()
+t.join()
+print(applied, faults[0])
+"""
+
+
+def page_faults(mode: str, **env_extra: str) -> tuple[str, int]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    env.update(env_extra)
+    proc = subprocess.run([sys.executable, "-c", REUSE, mode], capture_output=True, text=True, timeout=60, env=env)
+    assert proc.returncode == 0, proc.stderr
+    applied, faults = proc.stdout.split()
+    return applied, int(faults)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
+def test_state_file_sized_buffers_are_reused_not_faulted_in_on_every_call():
+    _, plain = page_faults("plain")
+    applied, kept = page_faults("kept")
+    assert applied == "True"
+    assert plain > 200 * 10  # the check can tell: without it every buffer is faulted in anew
+    assert kept < 200  # reused: no fault per buffer
+
+
+def test_an_operators_malloc_thresholds_win():
+    applied, _ = page_faults("kept", MALLOC_TRIM_THRESHOLD_="131072")
+    assert applied == "False"
