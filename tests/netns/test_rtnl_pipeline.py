@@ -42,3 +42,20 @@ def test_changes_in_one_write_are_done_in_order_and_refusals_are_raised(namespac
         assert ch.link_index("vntd0") == idx
         assert ch.link_index("vntnone") is None
         ch.request_all([])  # nothing to send: nothing waited for
+
+
+def test_arp_notify_is_set_through_netlink_on_that_link_only(namespaces):
+    """The pod's arp_notify (gratuitous ARP when its link comes up) is set with RTM_NEWLINK
+    (IFLA_AF_SPEC / AF_INET / IFLA_INET_CONF), not by opening /proc/sys/net/ipv4/conf/eth0."""
+    node = namespaces.make("node")
+    subprocess.run(["ip", "-n", node, "link", "add", "vntd0", "type", "veth", "peer", "name", "vntd1"], check=True)
+
+    def arp_notify(link: str) -> str:
+        return subprocess.run(["ip", "netns", "exec", node, "sysctl", "-n", f"net.ipv4.conf.{link}.arp_notify"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+
+    assert arp_notify("vntd0") == "0"
+    with RtnlChannel(f"/run/netns/{node}") as ch:
+        idx = ch.link_index("vntd0")
+        ch.request_all([ch.arp_notify_request(idx), ch.up_request(idx)])
+    assert arp_notify("vntd0") == "1" and arp_notify("vntd1") == "0"

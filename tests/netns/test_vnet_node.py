@@ -46,6 +46,8 @@ def test_ten_pods_work_and_leave_nothing(cni_bin, node_ns, pod_ns, state_dir, vn
         pods.append((name, path, f"ctr{i}", address, res.out))
     addresses = [p[3] for p in pods]
     assert len(set(addresses)) == PODS and "10.240.0.35" not in addresses
+    # each pod's eth0 announces its address when it comes up (arp_notify, set through netlink)
+    assert all(ns_exec(p[0], "sysctl", "-n", "net.ipv4.conf.eth0.arp_notify").stdout.strip() == "1" for p in pods)
 
     # pod-to-pod and pod-to-gateway traffic, both ways round the bridge
     for (src, _, _, _, _), (_, _, _, dst, _) in zip(pods, pods[1:] + pods[:1]):

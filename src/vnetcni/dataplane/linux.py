@@ -372,15 +372,16 @@ class LinuxDataplane:
     def _configure_pod(self, spec: PodLinkSpec, host_mac: str) -> None:
         with nsutil.entered(spec.netns):
             pod = RtnlChannel()
-            _arp_notify(spec.ifname)
         with pod:
             idx = pod.link_index(spec.ifname)
             if idx is None:
                 raise CNIError(DATAPLANE_FAILURE, f"{spec.ifname} vanished from {spec.netns}")
-            # One write, processed by the kernel in this order, then every answer read: the
-            # addresses, the link up (with arp_notify: a gratuitous ARP goes out), the pinned
-            # gateways, the routes (one already there, e.g. the subnet's own, is fine).
-            pod.request_all([*(pod.address_request(idx, cidr) for cidr in spec.addresses),
+            # One write, processed by the kernel in this order, then every answer read: arp_notify
+            # on, the addresses, the link up (a gratuitous ARP goes out, so neighbours drop stale
+            # entries for a reused address at once), the pinned gateways, the routes (one
+            # already there, e.g. the subnet's own, is fine).
+            pod.request_all([pod.arp_notify_request(idx),
+                             *(pod.address_request(idx, cidr) for cidr in spec.addresses),
                              pod.up_request(idx),
                              *(pod.neighbour_request(idx, gateway, host_mac) for gateway in spec.host_gateways),
                              *(pod.route_request(idx, dst, gw, tolerate=(errno.EEXIST,))
@@ -513,20 +514,3 @@ def _sysctl(path: str) -> int | None:
             return int(f.read().split()[0])
     except (OSError, ValueError, IndexError):
         return None
-
-
-def _arp_notify(ifname: str) -> None:
-    """Have the kernel announce the pod's address (gratuitous ARP) when the link comes up, so
-    neighbours drop stale entries for a reused address at once. Called inside the pod's
-    namespace: /proc/sys/net is that of the thread that opens it. (A packet socket would do
-    too, but closing one costs a synchronize_net(), ~14 ms here.)"""
-    try:
-        fd = os.open(f"/proc/sys/net/ipv4/conf/{ifname}/arp_notify", os.O_WRONLY | os.O_CLOEXEC)
-    except OSError:
-        return  # IPv6-only or a read-only /proc/sys: neighbours learn on the first packet
-    try:
-        os.write(fd, b"1")
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

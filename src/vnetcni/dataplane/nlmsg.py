@@ -41,6 +41,7 @@ VETH_INFO_PEER = 1
 IFLA_BRPORT_MODE = 4  # hairpin
 IFLA_BR_MCAST_SNOOPING, IFLA_BR_NF_CALL_IPTABLES = 23, 36
 IFLA_INET6_ADDR_GEN_MODE, IN6_ADDR_GEN_MODE_NONE = 8, 1  # in IFLA_AF_SPEC / AF_INET6
+IFLA_INET_CONF, IPV4_DEVCONF_ARP_NOTIFY = 1, 22  # in IFLA_AF_SPEC / AF_INET (include/uapi/linux/ip.h)
 IFF_UP = 0x1
 # address, route and neighbour attributes
 IFA_ADDRESS, IFA_LOCAL = 1, 2
@@ -155,6 +156,16 @@ def no_ipv6_autoconf(name: str) -> bytes:
     no fe80:: routes, DAD or router solicitation, when its carrier comes up."""
     return (IFINFO.pack(0, 0, 0, 0, 0) + asciiz(IFLA_IFNAME, name)
             + nested(IFLA_AF_SPEC, nested(socket.AF_INET6, u8(IFLA_INET6_ADDR_GEN_MODE, IN6_ADDR_GEN_MODE_NONE))))
+
+
+def arp_notify(index: int) -> bytes:
+    """RTM_NEWLINK setting a link's IPv4 arp_notify to 1 (net.ipv4.conf.<link>.arp_notify):
+    the kernel sends a gratuitous ARP when the link comes up or changes address. Through
+    netlink, not /proc/sys: every pod's namespace has an `eth0` under the one dentry of
+    /proc/sys/net/ipv4/conf, all in the same hash chain, so opening that path walks (and
+    compares) one dentry per pod on the node."""
+    return (IFINFO.pack(0, 0, index, 0, 0)
+            + nested(IFLA_AF_SPEC, nested(socket.AF_INET, nested(IFLA_INET_CONF, u32(IPV4_DEVCONF_ARP_NOTIFY, 1)))))
 
 
 def link_up(index: int) -> bytes:

@@ -185,6 +185,12 @@ class RtnlChannel:
         EAFNOSUPPORT: nothing to turn off then."""
         return nl.RTM_NEWLINK, _CHANGE, nl.no_ipv6_autoconf(name), (errno.EAFNOSUPPORT,)
 
+    @staticmethod
+    def arp_notify_request(index: int) -> tuple[int, int, bytes, tuple[int, ...]]:
+        """arp_notify on for link `index` (see nlmsg.arp_notify); a link without IPv4 (an MTU
+        under 68) refuses it with EAFNOSUPPORT: neighbours learn on the first packet then."""
+        return nl.RTM_NEWLINK, _CHANGE, nl.arp_notify(index), (errno.EAFNOSUPPORT,)
+
     def set_up(self, index: int) -> None:
         self.request_raw(*self.up_request(index)[:3])
 
