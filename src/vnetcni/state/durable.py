@@ -64,30 +64,35 @@ def _entry(key: str, value: object) -> str:
     return f"  {dumps(key)}: {dumps(value, sort_keys=True)}"
 
 
-def _join(parts: dict[str, str | list[str]]) -> bytes:
-    """The document from its entries (a table's entry may be given as a list of pieces)."""
-    pieces = ["{\n"]
+def _join(parts: dict[str, str | list[bytes]]) -> bytes:
+    """The document from its entries (a table's entry may be given as a list of pieces, bytes:
+    its rows are kept encoded, so the document is copied once, by one bytes join)."""
+    pieces = [b"{\n"]
     for key in sorted(parts):
         part = parts[key]
         if isinstance(part, list):
             pieces += part
         else:
-            pieces.append(part)
-        pieces.append(",\n")
+            pieces.append(part.encode())
+        pieces.append(b",\n")
     if parts:
         pieces.pop()
-    pieces.append("\n}\n")
-    return "".join(pieces).encode()
+    pieces.append(b"\n}\n")
+    return b"".join(pieces)
 
 
 def encode_with_rows(doc: dict, tables: dict, rows: dict) -> tuple[bytes, dict]:
     """encode_document(doc plus each table as {key: to_doc(record)}), without converting or
     encoding again a record whose row an earlier encoding made. tables: name -> (records by
-    key, to_doc). rows: what the earlier encoding returned ({} at first). Records in a state
-    table are never changed in place (a change replaces the record), so the same object under
-    the same key means the same row; finding the rows that changed is done by C loops (map,
-    compress), so a call that changes one record of many pays for one. Returns the bytes and
-    the rows to pass next time."""
+    key, to_doc). rows: what the earlier encoding returned ({} at first): per table, the last
+    record seen under each key and its row. Records in a state table are never changed in
+    place (a change replaces the record), so the same object under the same key means the same
+    row; finding the rows that changed is done by C loops (map, compress) over the table, so a
+    call that adds, replaces or removes one record of many encodes one and builds no index of
+    the others. The rows are kept up to date in place (each row always beside the record it
+    encodes, so an encoding whose write then fails leaves them valid); rows of records no
+    longer in the table are dropped once they outnumber it. Returns the bytes and the rows to
+    pass next time."""
     dumps = json.dumps
     parts: dict = {key: _entry(key, value) for key, value in doc.items()}
     made = {}
@@ -97,21 +102,18 @@ def encode_with_rows(doc: dict, tables: dict, rows: dict) -> tuple[bytes, dict]:
             continue
         keys = sorted(table)
         records = list(map(table.__getitem__, keys))
-        before = rows.get(name)
-        if before is None:
-            texts = [None] * len(keys)
-            changed = range(len(keys))
-        elif before[0] == keys:  # the same keys (a record replaced): compare in place
-            texts = list(before[2])
-            changed = compress(range(len(keys)), map(is_not, records, before[1]))
-        else:
-            old_keys, old_records, old_texts = before
-            texts = list(map(dict(zip(old_keys, old_texts)).get, keys))
-            changed = compress(range(len(keys)), map(is_not, records, map(dict(zip(old_keys, old_records)).get, keys)))
-        for i in changed:
-            texts[i] = f"    {dumps(keys[i])}: {dumps(to_doc(records[i]), sort_keys=True)}"
-        made[name] = (keys, records, texts)
-        parts[name] = [f"  {dumps(name)}: {{\n", ",\n".join(texts), "\n  }"]
+        seen, made_rows = rows.get(name) or ({}, {})
+        texts = list(map(made_rows.get, keys))
+        for i in compress(range(len(keys)), map(is_not, records, map(seen.get, keys))):
+            key, record = keys[i], records[i]
+            texts[i] = text = f"    {dumps(key)}: {dumps(to_doc(record), sort_keys=True)}".encode()
+            seen.pop(key, None)  # (never a record beside a row not its own, even if interrupted)
+            made_rows[key] = text
+            seen[key] = record
+        if len(seen) > 2 * len(keys) + 64:  # rows of records long gone: keep the table's only
+            seen, made_rows = dict(zip(keys, records)), dict(zip(keys, texts))
+        made[name] = (seen, made_rows)
+        parts[name] = [f"  {dumps(name)}: {{\n".encode(), b",\n".join(texts), b"\n  }"]
     return _join(parts), made
 
 
