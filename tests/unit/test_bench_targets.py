@@ -204,3 +204,16 @@ def test_teardown_never_done_reports_what_is_left(monkeypatch):
     ms, left = _observe(monkeypatch, target, timeout=0.3)
     assert ms is None and "marked tearing down" in left
     assert 2 <= target.reads <= 5
+
+
+def test_filling_and_emptying_the_pools_are_shown_without_a_ratio():
+    """The pools are filled and emptied with different numbers of pods (5 against 225): their
+    walls sit side by side, but a ratio of them would mean nothing."""
+    res = results(110)
+    res["pool-small"] = pool(30, 5.0, 20.0)
+    res["pool-large"] = pool(250, 5.5, 25.0)
+    table = rows(res, DEFAULT_SIZES)
+    for key in ("pool_fill_wall_ms", "pool_empty_wall_ms", "pool_empty_teardown_ms"):
+        row = _row(table, key)
+        assert row["pool-small"] is not None and row["pool-large"] is not None and row["ratio"] is None
+    assert _row(table, "pool_add_median_ms")["ratio"] is not None

@@ -98,6 +98,9 @@ SECTIONS = {
     "fallback": (FALLBACK_ROWS, ("reference", "inproc"), {"ratio": ("inproc", "reference")}),
     "pool": (POOL_ROWS, ("pool-small", "pool-large"), {"ratio": ("pool-large", "pool-small")}),
 }
+# Rows whose figures cover different numbers of pods per setup (the pools filled and emptied:
+# 5 pods against 225): shown side by side, never as a ratio.
+NOT_COMPARABLE = {"pool_fill_wall_ms", "pool_empty_wall_ms", "pool_empty_teardown_ms"}
 # which setup a section needs to be shown at all
 SECTION_NEEDS = {"main": None, "fallback": "inproc", "pool": "pool-large"}
 
@@ -154,7 +157,8 @@ def rows(results: dict, sizes: dict) -> list[dict]:
                     row[t] = failed_calls(results[t]) if path is None else _get(results[t], path)
             for ratio_key, (ours, theirs) in pairs.items():
                 a, b = row.get(ours), row.get(theirs)
-                row[ratio_key] = a / b if path and _number(a) and _number(b) and b else None
+                comparable = path and key not in NOT_COMPARABLE
+                row[ratio_key] = a / b if comparable and _number(a) and _number(b) and b else None
             goal = goal_for(key, sizes)
             row["target"] = goal.limit if goal else None
             row["target_unit"] = goal.unit if goal else None
