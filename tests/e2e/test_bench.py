@@ -77,7 +77,9 @@ def test_bench_small_run_reports_every_scenario_and_leaves_nothing():
     for key in ("pool_add_median_ms", "pool_del_median_ms", "pool_add_cpu_ms", "pool_del_cpu_ms", "pool_rss_mib",
                 "pool_empty_teardown_ms"):
         row = rows[("pool", key)]
-        assert _number(row["pool-small"]) and _number(row["pool-large"]) and row["ratio"] > 0, key
+        assert _number(row["pool-small"]) and _number(row["pool-large"]), key
+        # filling and emptying cover different numbers of pods per pool: no ratio
+        assert (row["ratio"] is None) if key == "pool_empty_teardown_ms" else (row["ratio"] > 0), key
         assert row["target"] is None and row["verdict"] is None  # defined for 250 against 30
     assert report["targets"]["judged"] >= 3  # the per-call ones, whatever the sizes
     assert report["kernel_floor_ms"] > 0
