@@ -212,13 +212,18 @@ def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
     MALLOC_ARENA_MAX wins. False where it cannot be applied (another libc)."""
     if os.environ.get("MALLOC_ARENA_MAX"):
         return False
+    mallopt = _mallopt()
+    return mallopt is not None and bool(mallopt(-8, arenas))  # -8: M_ARENA_MAX in glibc's malloc.h
+
+
+def _mallopt():
+    """glibc's mallopt(3), or None where the C library has none."""
     try:
         import ctypes
 
-        mallopt = ctypes.CDLL(None).mallopt
+        return ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):
-        return False
-    return bool(mallopt(-8, arenas))  # -8: M_ARENA_MAX in glibc's malloc.h
+        return None
 
 
 # Each call reads and writes whole state files (~160 KB with 250 endpoints). glibc serves
@@ -237,13 +242,9 @@ def keep_large_buffers(mmap_threshold: int = MMAP_THRESHOLD, trim_threshold: int
     MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_ wins. False where it cannot be applied."""
     if os.environ.get("MALLOC_MMAP_THRESHOLD_") or os.environ.get("MALLOC_TRIM_THRESHOLD_"):
         return False
-    try:
-        import ctypes
-
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return False
-    return bool(mallopt(-3, mmap_threshold)) and bool(mallopt(-1, trim_threshold))  # M_MMAP_/M_TRIM_THRESHOLD
+    mallopt = _mallopt()
+    return (mallopt is not None and bool(mallopt(-3, mmap_threshold))  # M_MMAP_THRESHOLD
+            and bool(mallopt(-1, trim_threshold)))  # M_TRIM_THRESHOLD
 
 
 def _version(value: bool) -> None:

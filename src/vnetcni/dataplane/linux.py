@@ -404,7 +404,8 @@ class LinuxDataplane:
     def begin_delete_pod_link(self, host_ifname: str):
         """Start removing the pair on a helper thread and return a wait() -> bool: the kernel's
         teardown of a veth (~20 ms, mostly RCU grace periods) then overlaps the caller's own
-        work, e.g. releasing the address. wait() raises what the deletion raised. A plain thread
+        work that does not depend on the veth being gone (e.g. loading the IPAM; an address is
+        released only after wait()). wait() raises what the deletion raised. A plain thread
         per call: concurrent.futures would cost a plugin run without vnetd ~6 ms of imports
         (logging, traceback, queue), more than the thread it saves."""
         outcome: list = []
