@@ -56,10 +56,15 @@ def encode_document(doc: dict) -> bytes:
     return _join({key: _entry(key, value) for key, value in doc.items()})
 
 
+def _row(key: str, value: object) -> str:
+    """One row of a table: its key and its object on one line."""
+    return f"    {json.dumps(key)}: {json.dumps(value, sort_keys=True)}"
+
+
 def _entry(key: str, value: object) -> str:
     dumps = json.dumps
     if isinstance(value, dict) and value and all(isinstance(v, dict) for v in value.values()):
-        rows = ",\n".join(f"    {dumps(k)}: {dumps(v, sort_keys=True)}" for k, v in sorted(value.items()))
+        rows = ",\n".join(_row(k, v) for k, v in sorted(value.items()))
         return f"  {dumps(key)}: {{\n{rows}\n  }}"
     return f"  {dumps(key)}: {dumps(value, sort_keys=True)}"
 
@@ -106,7 +111,7 @@ def encode_with_rows(doc: dict, tables: dict, rows: dict) -> tuple[bytes, dict]:
         texts = list(map(made_rows.get, keys))
         for i in compress(range(len(keys)), map(is_not, records, map(seen.get, keys))):
             key, record = keys[i], records[i]
-            texts[i] = text = f"    {dumps(key)}: {dumps(to_doc(record), sort_keys=True)}".encode()
+            texts[i] = text = _row(key, to_doc(record)).encode()
             seen.pop(key, None)  # (never a record beside a row not its own, even if interrupted)
             made_rows[key] = text
             seen[key] = record
