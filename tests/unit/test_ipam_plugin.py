@@ -192,6 +192,26 @@ def test_clock_going_back_does_not_freeze_refreshes(node):
     assert node.source.calls == 2
 
 
+def test_a_claim_made_after_this_process_read_the_clock_is_not_the_clock_going_back(state_dir):
+    """Two plugin processes on a fresh node: B reads the clock, then A claims and finishes the
+    attempt, then B takes the lock. A's claim is later than B's first reading, which must not
+    look like the clock going back (that asked the metadata twice in CI)."""
+    source = FakeMetadataSource(XML)
+    real = [1_700_000_000.0]
+
+    def tick() -> float:  # the wall clock: it only moves forward
+        real[0] += 0.001
+        return real[0]
+
+    def factory_for_b(cfg):
+        first = refresh_pool({"stateDir": state_dir}, source_factory=lambda cfg: source, clock=tick)
+        assert first.attempted and first.ok
+        return source
+
+    second = refresh_pool({"stateDir": state_dir}, source_factory=factory_for_b, clock=tick)
+    assert not second.attempted and second.pool is not None and source.calls == 1
+
+
 def test_refresh_on_add_false_queries_only_without_a_pool(state_dir):
     node = Node(state_dir)
     node.plugin = IpamPlugin(source_factory=lambda cfg: node.source, clock=node.clock, refresh_on_add=False)

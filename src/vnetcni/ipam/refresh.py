@@ -93,6 +93,10 @@ def refresh_pool(conf: "IpamConfig | object", *, source_factory: SourceFactory |
         return _skipped(snapshot)
     source = (source_factory or IpamConfig.default_source)(cfg)
     with store.transaction() as state:
+        # The clock is read again under the lock: a process that read it before another one's
+        # claim would otherwise see that claim in its future and take it for the clock going
+        # back, and ask the metadata a second time.
+        now = max(now, clock())
         claimed = is_due(state.refresh, now, cfg.refresh_seconds)
         if claimed:
             state.refresh.last_attempt = now
