@@ -48,6 +48,9 @@ def test_ten_pods_work_and_leave_nothing(cni_bin, node_ns, pod_ns, state_dir, vn
     assert len(set(addresses)) == PODS and "10.240.0.35" not in addresses
     # each pod's eth0 announces its address when it comes up (arp_notify, set through netlink)
     assert all(ns_exec(p[0], "sysctl", "-n", "net.ipv4.conf.eth0.arp_notify").stdout.strip() == "1" for p in pods)
+    # and, given no IPv6 address, has none of its own: no link-local, so no DAD probe, MLD report
+    # or router solicitation that the bridge would flood to every other pod
+    assert all("inet6" not in ns_exec(p[0], "ip", "-6", "addr", "show", "dev", "eth0").stdout for p in pods)
 
     # pod-to-pod and pod-to-gateway traffic, both ways round the bridge
     for (src, _, _, _, _), (_, _, _, dst, _) in zip(pods, pods[1:] + pods[:1]):

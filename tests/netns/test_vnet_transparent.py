@@ -59,6 +59,7 @@ def test_pods_are_routed_by_the_node(cni_bin, routed_node, pod_ns, state_dir, vn
         neigh = ns_exec(name, "ip", "neigh", "show", "169.254.1.1").stdout
         assert "PERMANENT" in neigh and out["interfaces"][0]["mac"] in neigh, neigh
         assert "default via 169.254.1.1 dev eth0" in ns_exec(name, "ip", "route").stdout
+        assert "inet6" not in ns_exec(name, "ip", "-6", "addr", "show", "dev", "eth0").stdout  # IPv4 only
 
     # pod to pod on the node, node to pod, pod to node: all routed by the node
     for (src, _, _, _, _), (_, _, _, dst, _) in zip(pods, pods[1:] + pods[:1]):
