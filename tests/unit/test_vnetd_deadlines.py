@@ -204,3 +204,75 @@ def test_a_repeated_add_whose_answer_cannot_be_delivered_keeps_the_pod(warm):
         served[1].answered()
     assert len(IpamStore(sd).read().allocations) == 1 and len(dp.hosts) == 1
     assert srv.stats.counts() == {"expired": 0, "lock_timeout": 0, "rolled_back": 0, "unanswered": 1}
+
+
+# --- work left until the answer is delivered (a new pod's gratuitous ARP) -------------------------
+def test_outside_vnetd_nothing_is_deferred():
+    assert not deadline.can_defer() and not deadline.after_answer(lambda: None)
+    with deadline.scope(None):  # a scope that does not hold until answered: nothing deferred either
+        assert not deadline.can_defer() and not deadline.after_answer(lambda: None)
+
+
+def test_deferred_work_runs_once_after_a_delivered_answer_and_failures_are_returned():
+    done, dropped, released = [], [], []
+    with deadline.scope(None, hold_until_answered=True) as call:
+        assert deadline.can_defer()
+        call.until_answered.append(lambda: released.append(True))
+
+        def fails():
+            raise OSError(19, "no such device")
+
+        assert deadline.after_answer(lambda: done.append(1), lambda: dropped.append(1))
+        assert deadline.after_answer(fails)
+        assert deadline.after_answer(lambda: done.append(3))
+    assert done == [] and released == []  # nothing before the answer
+    failed = call.run_deferred()
+    assert done == [1, 3] and [str(e) for e in failed] == ["[Errno 19] no such device"]
+    call.answered()
+    assert dropped == [] and released == [True] and call.run_deferred() == []  # once only
+
+
+def test_deferred_work_is_dropped_when_the_answer_is_not_delivered_and_locks_are_still_released():
+    done, dropped, released = [], [], []
+    with deadline.scope(None, hold_until_answered=True) as call:
+        call.until_answered.append(lambda: released.append(True))
+
+        def drop_fails():
+            raise OSError("closing failed")
+
+        deadline.after_answer(lambda: done.append(1), drop_fails)
+        deadline.after_answer(lambda: done.append(2), lambda: dropped.append(2))
+    call.answered()
+    assert done == [] and dropped == [2] and released == [True]
+
+
+class Deferring(Plugin):
+    """An ADD that leaves work until its answer is delivered, and fails when told to."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.done, self.dropped, self.fail = [], [], False
+
+    def add(self, inv, conf):
+        deadline.after_answer(lambda: self.done.append(inv.container_id), lambda: self.dropped.append(1))
+        if self.fail:
+            from vnetcni.cni.errors import CNIError
+
+            raise CNIError(7, "failed on purpose")
+        return super().add(inv, conf)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="vnetd serves root callers only")
+@pytest.mark.parametrize("fail", [False, True])
+def test_vnetd_does_deferred_work_after_delivering_a_successful_answer_only(tmp_path, fail):
+    plugin = Deferring()
+    plugin.fail = fail
+    srv = Server(str(tmp_path), lambda name: plugin if name == "vnet" else None)
+    ours, theirs = socket.socketpair()
+    with theirs:
+        theirs.sendall(request())
+        theirs.shutdown(socket.SHUT_WR)
+        srv._serve(ours)  # the request, its answer, then what was deferred (the caller's EOF first)
+        out, code = protocol.decode_response(theirs.recv(65536))
+    assert (code != 0) == fail
+    assert (plugin.done, plugin.dropped) == (([], [1]) if fail else (["c1"], []))

@@ -12,7 +12,9 @@ ask two things:
   runtime saw fail.
 vnetd also keeps the attachment's lock until the answer is on the caller's socket
 (`hold_until_answered`), so an ADD whose answer cannot be delivered is undone before a retry of
-it can see its result.
+it can see its result. Work the caller need not wait for (a new pod's gratuitous ARP) can be
+left until then: `after_answer()`, done once a successful answer is delivered, still under the
+attachment's lock, and dropped if the call failed or its answer was not delivered.
 
 Outside a scope (a plugin run in-process by the runtime, which kills it on its own timeout)
 nothing is abandoned and lock waits use their default.
@@ -31,7 +33,7 @@ _local = threading.local()
 
 
 class Call:
-    __slots__ = ("deadline", "gone", "lock_timeout", "rolled_back", "created", "until_answered")
+    __slots__ = ("deadline", "gone", "lock_timeout", "rolled_back", "created", "until_answered", "deferred")
 
     def __init__(self, deadline: float | None, gone: Callable[[], bool] | None,
                  hold_until_answered: bool = False) -> None:
@@ -43,9 +45,31 @@ class Call:
         # Releases of the attachment locks, kept until the answer is delivered (None: released
         # as the handler returns): see answered().
         self.until_answered: list[Callable[[], None]] | None = [] if hold_until_answered else None
+        # Work left until a successful answer is delivered, with what drops it otherwise
+        # (after_answer(); None: not deferrable, the handler does it at once).
+        self.deferred: list[tuple[Callable[[], None], Callable[[], None] | None]] | None = \
+            [] if hold_until_answered else None
+
+    def run_deferred(self) -> list[BaseException]:
+        """The answer, a success, was delivered: do the deferred work, in order, each whatever
+        the others do; returns what failed (the caller reports it)."""
+        work, self.deferred = self.deferred or [], None
+        failed = []
+        for do, _drop in work:
+            try:
+                do()
+            except Exception as exc:
+                failed.append(exc)
+        return failed
 
     def answered(self) -> None:
-        """The answer was delivered (or undone): release what was kept for it, last first."""
+        """The answer was delivered (or undone): deferred work not done by now is dropped (the
+        call failed or nobody got its answer); then release what was kept for it, last first."""
+        work, self.deferred = self.deferred or [], None
+        for _do, drop in work:
+            if drop is not None:
+                with contextlib.suppress(Exception):  # never in the way of the releases below
+                    drop()
         releases, self.until_answered = self.until_answered or [], None
         for release in reversed(releases):
             release()
@@ -102,6 +126,23 @@ def commit_point(undone: str = "what it did was rolled back") -> None:
     if why:
         call.rolled_back = True
         raise Abandoned(why, undone)
+
+
+def can_defer() -> bool:
+    """Whether this thread's call can leave work until its answer is delivered (vnetd)."""
+    call = getattr(_local, "call", None)
+    return call is not None and call.deferred is not None
+
+
+def after_answer(work: Callable[[], None], drop: Callable[[], None] | None = None) -> bool:
+    """Do `work` once this call's answer is delivered, if it is a success (vnetd, still under the
+    attachment's lock; a failure of it is logged); otherwise `drop` is called instead. False
+    outside such a call (a plugin run in-process): nothing is kept, the caller does it now."""
+    call = getattr(_local, "call", None)
+    if call is None or call.deferred is None:
+        return False
+    call.deferred.append((work, drop))
+    return True
 
 
 def note_created() -> None:

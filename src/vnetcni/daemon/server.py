@@ -204,6 +204,8 @@ class Server:
                     # for an ADD that stays done.
                     with contextlib.suppress(OSError):
                         conn.shutdown(socket.SHUT_WR)
+                    if served is not None and served[2] == 0:
+                        self._after_answer(served[1], served[3])
                 finally:
                     if served is not None:
                         served[1].answered()  # the attachment's lock is released only now
@@ -215,6 +217,14 @@ class Server:
             with self._cond:
                 self._inflight -= 1
                 self._cond.notify_all()
+
+    @staticmethod
+    def _after_answer(call: deadline.Call, what: str) -> None:
+        """The work a successful call left until its answer was delivered (a new pod's
+        gratuitous ARP: deadline.after_answer), done now, before the attachment's lock is
+        released; a failure is logged, never silent."""
+        for exc in call.run_deferred():
+            log.warning("%s: after its answer: %s", what, exc)
 
     @staticmethod
     def _read(conn: socket.socket, fds: list[int]) -> bytes | None:

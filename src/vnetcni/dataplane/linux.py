@@ -20,8 +20,9 @@ import sys
 import threading
 TYPE_CHECKING = False  # typing itself is not imported at run time (plugin start-up cost)
 
+from ..cni import deadline
 from ..cni.errors import CNIError, DATAPLANE_FAILURE
-from . import netns as nsutil
+from . import garp, netns as nsutil
 from . import nlmsg, node_frames
 from .model import BridgeInfo, HostView, LinkExists, PodLink, PodLinkSpec, PodView
 from .nlmsg import NetlinkError
@@ -358,7 +359,7 @@ class LinuxDataplane:
         try:
             if hairpin_error is not None:
                 raise hairpin_error
-            self._configure_pod(spec, host_mac)
+            self._configure_pod(spec, host_mac, pod_mac)
             if spec.routed:
                 self._route_to_pod(spec, pod_mac)
         except Exception as exc:
@@ -369,30 +370,55 @@ class LinuxDataplane:
             raise _fail(f"cannot configure pod interface {spec.ifname}", exc) from None
         return PodLink(host_mac=host_mac, pod_mac=pod_mac)
 
-    def _configure_pod(self, spec: PodLinkSpec, host_mac: str) -> None:
+    def _configure_pod(self, spec: PodLinkSpec, host_mac: str, pod_mac: str) -> None:
+        ipv4 = [cidr.split("/")[0] for cidr in spec.addresses if ":" not in cidr]
+        # vnetd announces the pod's addresses (its gratuitous ARP) after answering, not from
+        # inside the request that brings the link up (garp.py says why).
+        later = bool(ipv4) and deadline.can_defer()
+        announcement = None
         with nsutil.entered(spec.netns):
             pod = RtnlChannel()
-        with pod:
-            idx = pod.link_index(spec.ifname)
-            if idx is None:
-                raise CNIError(DATAPLANE_FAILURE, f"{spec.ifname} vanished from {spec.netns}")
-            # One write, processed by the kernel in this order, then every answer read: arp_notify
-            # on; a pod given no IPv6 address gets none of its own either (addrgenmode none: no
-            # link-local, so none of the IPv6 chatter that follows a link-local's birth, its DAD
-            # probe, MLD reports and router solicitations, which the bridge floods to every port
-            # and every pod's namespace processes: with 250 pods, ~0.35 ms of CPU per ADD, part of
-            # it in kernel workers holding the rtnl lock that the next ADD waits for); the
-            # addresses, the link up (a gratuitous ARP goes out, so neighbours drop stale entries
-            # for a reused address at once), the pinned gateways, the routes (one already there,
-            # e.g. the subnet's own, is fine).
-            ipv6 = any(":" in cidr for cidr in spec.addresses)
-            pod.request_all([pod.arp_notify_request(idx),
-                             *(() if ipv6 else (pod.no_ipv6_autoconf_request(spec.ifname),)),
-                             *(pod.address_request(idx, cidr) for cidr in spec.addresses),
-                             pod.up_request(idx),
-                             *(pod.neighbour_request(idx, gateway, host_mac) for gateway in spec.host_gateways),
-                             *(pod.route_request(idx, dst, gw, tolerate=(errno.EEXIST,))
-                               for dst, gw in spec.routes)])
+            if later:
+                try:
+                    announcement = garp.Announcement(spec.ifname, pod_mac, ipv4)
+                except OSError:
+                    pod.close()
+                    raise
+        try:
+            with pod:
+                self._configure_pod_link(pod, spec, host_mac, up_first=later)
+            if announcement is not None:
+                deadline.after_answer(announcement.send, announcement.close)
+        except BaseException:
+            if announcement is not None:
+                announcement.close()
+            raise
+
+    @staticmethod
+    def _configure_pod_link(pod: RtnlChannel, spec: PodLinkSpec, host_mac: str, up_first: bool) -> None:
+        idx = pod.link_index(spec.ifname)
+        if idx is None:
+            raise CNIError(DATAPLANE_FAILURE, f"{spec.ifname} vanished from {spec.netns}")
+        # One write, processed by the kernel in this order, then every answer read: arp_notify
+        # on (the link announces its addresses whenever it comes up); a pod given no IPv6
+        # address gets none of its own either (addrgenmode none: no link-local, so none of the
+        # IPv6 chatter that follows a link-local's birth, its DAD probe, MLD reports and router
+        # solicitations, which the bridge floods to every port and every pod's namespace
+        # processes, partly in kernel workers holding the rtnl lock that the next ADD waits
+        # for); the addresses and the link up, in this order unless up_first (the kernel
+        # announces the addresses the link has when it comes up: a gratuitous ARP, so
+        # neighbours drop stale entries for a reused address at once; up_first: none then, the
+        # caller sends it); the pinned gateways, the routes (one already there, e.g. the
+        # subnet's own, is fine).
+        ipv6 = any(":" in cidr for cidr in spec.addresses)
+        up = [pod.up_request(idx)]
+        addresses = [pod.address_request(idx, cidr) for cidr in spec.addresses]
+        pod.request_all([pod.arp_notify_request(idx),
+                         *(() if ipv6 else (pod.no_ipv6_autoconf_request(spec.ifname),)),
+                         *(up + addresses if up_first else addresses + up),
+                         *(pod.neighbour_request(idx, gateway, host_mac) for gateway in spec.host_gateways),
+                         *(pod.route_request(idx, dst, gw, tolerate=(errno.EEXIST,))
+                           for dst, gw in spec.routes)])
 
     def _route_to_pod(self, spec: PodLinkSpec, pod_mac: str) -> None:
         """Routed mode: the node reaches each pod address through the host end (scope link).

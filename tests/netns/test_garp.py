@@ -1,0 +1,107 @@
+"""A new pod's gratuitous ARP (dataplane/garp.py). vnetd sends it once it has answered the ADD
+(not from inside the request that brings the pod's link up, as the kernel's arp_notify does): the
+same frame as the kernel's, byte for byte; and a neighbour that holds a stale entry for the pod's
+address (a reused address) learns the new pod's MAC, through vnetd and without it."""
+
+from __future__ import annotations
+
+import socket
+import json
+import os
+import struct
+import subprocess
+
+import pytest
+
+from support.cni import metadata_xml, ns_exec, run_plugin, wait_for
+from support.vnetd import Daemon
+from vnetcni.dataplane import garp
+from vnetcni.dataplane.netns import entered
+from vnetcni.dataplane.rtnl import RtnlChannel
+
+BOGUS_MAC = "02:00:5e:00:00:99"
+
+
+def _arp_listener(ns: str, ifname: str) -> socket.socket:
+    """A packet socket receiving the ARP frames that arrive on `ifname` in namespace `ns`."""
+    with entered(f"/run/netns/{ns}"):
+        sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(garp.ETH_P_ARP))
+    sock.bind((ifname, garp.ETH_P_ARP))
+    sock.settimeout(10)  # a deadline for a frame that never comes, not a speed check
+    return sock
+
+
+def _next_garp(sock: socket.socket) -> bytes:
+    """The next gratuitous ARP request received (sender and target address the same)."""
+    while True:
+        data = sock.recv(2048)
+        op, = struct.unpack_from("!H", data, 20)
+        if op == garp.ARPOP_REQUEST and data[28:32] == data[38:42]:
+            return data
+
+
+def test_the_frame_is_the_kernels_own_gratuitous_arp(namespaces):
+    ns = namespaces.make("node")
+    subprocess.run(["ip", "-n", ns, "link", "add", "vntga", "type", "veth", "peer", "name", "vntgb"], check=True)
+    subprocess.run(["ip", "-n", ns, "link", "set", "vntgb", "up"], check=True)
+    listener = _arp_listener(ns, "vntgb")
+    with listener, RtnlChannel(f"/run/netns/{ns}") as ch:
+        link = ch.link("vntga")
+        # The kernel's: arp_notify on, the address, then the link up (it announces the address).
+        ch.request_all([ch.arp_notify_request(link.index), ch.address_request(link.index, "10.9.0.5/24"),
+                        ch.up_request(link.index)])
+        kernels = _next_garp(listener)
+        with entered(f"/run/netns/{ns}"):
+            announcement = garp.Announcement("vntga", link.mac, ["10.9.0.5"])
+        announcement.send()
+        ours = _next_garp(listener)
+    assert ours == kernels == garp.frame(link.mac, "10.9.0.5")
+
+
+def test_a_link_without_the_device_is_reported_not_silently_skipped(namespaces):
+    ns = namespaces.make("node")
+    with entered(f"/run/netns/{ns}"):
+        announcement = garp.Announcement("vntnone", "02:00:00:00:00:01", ["10.9.0.5"])
+    with pytest.raises(OSError, match="gratuitous ARP for 10.9.0.5 on the pod's vntnone not sent"):
+        announcement.send()
+
+
+def _neighbour_mac(ns: str, address: str) -> str:
+    fields = ns_exec(ns, "ip", "neigh", "show", address, "dev", "eth0").stdout.split()
+    return fields[fields.index("lladdr") + 1] if "lladdr" in fields else ""
+
+
+@pytest.mark.parametrize("daemon", [True, False], ids=["vnetd", "in-process"])
+def test_a_neighbour_with_a_stale_entry_learns_the_new_pods_mac(cni_bin, namespaces, pod_ns, tmp_path, daemon):
+    node = namespaces.make("node")
+    pool = [f"10.240.0.{i}" for i in range(36, 46)]
+    md = tmp_path / "interfaces.xml"
+    md.write_text(metadata_xml("000D3A51C490", "10.240.0.35", pool))
+    sd = str(tmp_path / "state")
+    os.makedirs(sd)
+    conf = {"cniVersion": "1.0.0", "name": "vntnet", "type": "vnet", "bridge": "vntbr0", "stateDir": sd,
+            "ipam": {"type": "vnet-ipam", "metadataFile": str(md), "reuseCooldownSeconds": 0}}
+    vnet = os.path.join(cni_bin, "vnet")
+    vnetd = Daemon(node, sd, str(tmp_path / "vnetd.log"))
+    if daemon:
+        vnetd.start()
+    try:
+        watcher, watcher_path = pod_ns()
+        res = run_plugin(vnet, "ADD", conf, node=node, container_id="watcher", netns=watcher_path, cni_path=cni_bin)
+        assert res.ok, res
+        mine = res.out["ips"][0]["address"].split("/")[0]
+        # The watcher still has the MAC of an earlier pod for every other address of the pool.
+        script = "".join(f"neigh replace {a} lladdr {BOGUS_MAC} dev eth0 nud stale\n" for a in pool if a != mine)
+        subprocess.run(["ip", "-n", watcher, "-batch", "-"], input=script.encode(), check=True)
+        _, path = pod_ns()
+        res = run_plugin(vnet, "ADD", conf, node=node, container_id="new", netns=path, cni_path=cni_bin)
+        assert res.ok, res
+        address = res.out["ips"][0]["address"].split("/")[0]
+        mac, = [i["mac"] for i in res.out["interfaces"] if i.get("sandbox")]
+        wait_for(lambda: _neighbour_mac(watcher, address) == mac, what=f"the watcher's entry for {address} -> {mac}")
+        for cid in ("new", "watcher"):
+            assert run_plugin(vnet, "DEL", conf, node=node, container_id=cid, netns="", cni_path=cni_bin).ok
+        if daemon:
+            assert "after its answer" not in open(tmp_path / "vnetd.log").read()
+    finally:
+        vnetd.stop()
