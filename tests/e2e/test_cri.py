@@ -18,6 +18,7 @@ import pytest
 from conftest import Namespaces, require_tool
 from support.cri_node import CRINode
 from support.vnetd import wait_for_teardowns
+from support.statefiles import load_state
 
 
 @pytest.fixture(scope="module")
@@ -126,8 +127,8 @@ def vnet_conflist(metadata_file) -> dict:
 
 
 def node_state(state_dir) -> tuple[dict, dict]:
-    eps = json.loads((state_dir / "endpoints.json").read_text())["endpoints"]
-    allocs = json.loads((state_dir / "ipam.json").read_text())["allocations"]
+    eps = load_state(state_dir / "endpoints.json")["endpoints"]
+    allocs = load_state(state_dir / "ipam.json")["allocations"]
     return eps, allocs
 
 

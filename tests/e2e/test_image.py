@@ -15,6 +15,7 @@ from pathlib import Path
 
 from support.cni import metadata_xml
 from support.resources import OWNER
+from support.statefiles import load_state
 
 ARCHIVE_LIMIT = 80 * 1024 * 1024
 
@@ -102,7 +103,7 @@ def test_vnetd_in_the_image_serves_then_installs_the_conflist(vnet_image, tmp_pa
         assert json.loads((net_d / "10-vnet.conflist").read_text()) == conflist
         ready = vnet_image.podman(*probe, "--conflist=/host/etc/cni/net.d/10-vnet.conflist")
         assert "vnetd answers" in ready.stdout
-        assert json.loads((state / "ipam.json").read_text())  # the pool was learned before the conflist
+        assert load_state(state / "ipam.json")  # the pool was learned before the conflist
         assert sorted(os.listdir(net_d)) == ["10-vnet.conflist"]  # no temp file
         vnet_image.podman("stop", "-t", "20", name)  # SIGTERM
         assert (net_d / "10-vnet.conflist").exists()  # a restart or upgrade keeps the node Ready

@@ -16,6 +16,7 @@ import pytest
 from conftest import require_tool
 from support.cni import metadata_xml, node_nic, ns_exec
 from support.podman import Podman
+from support.statefiles import load_state
 
 VNETCTL = str(Path(sys.executable).with_name("vnetctl"))
 
@@ -102,8 +103,8 @@ def test_podman_containers_on_a_vnet_network(podman, node_ns, metadata_service, 
     assert all(e["host_if_name"].startswith("azv") for e in endpoints)
 
     podman("rm", "-f", "-t", "0", "vnt-web", "vnt-client")
-    assert json.load(open(state / "endpoints.json"))["endpoints"] == {}
-    ipam = json.load(open(state / "ipam.json"))
+    assert load_state(state / "endpoints.json")["endpoints"] == {}
+    ipam = load_state(state / "ipam.json")
     assert ipam["allocations"] == {}, ipam["allocations"]
     assert not [l for l in os.listdir("/sys/class/net") if l.startswith("azv")]  # nothing leaked to the host
 
@@ -136,6 +137,6 @@ def test_podman_containers_on_a_transparent_vnet_network(podman, node_ns, metada
     assert all(e["mode"] == "transparent" for e in endpoints)
 
     podman("rm", "-f", "-t", "0", "vnt-web", "vnt-client")
-    assert json.load(open(state / "endpoints.json"))["endpoints"] == {}
-    assert json.load(open(state / "ipam.json"))["allocations"] == {}
+    assert load_state(state / "endpoints.json")["endpoints"] == {}
+    assert load_state(state / "ipam.json")["allocations"] == {}
     assert "azv" not in ns_exec(node_ns, "ip", "route").stdout

@@ -25,6 +25,7 @@ from support.invariants import CallLog, check_calls, node_problems, write_report
 from support.resources import OWNER
 from support.vnetd import wait_for_teardowns
 from vnetcni.daemon.client import listening
+from support.statefiles import load_state
 
 BIN = Path(sys.executable).parent
 VNETD, VNETCTL = str(BIN / "vnetd"), str(BIN / "vnetctl")
@@ -116,7 +117,7 @@ class Node:
     def allocations(self) -> dict:
         path = os.path.join(self.state_dir, "ipam.json")
         try:
-            return json.load(open(path))["allocations"]
+            return load_state(path)["allocations"]
         except (OSError, ValueError):
             return {}
 
@@ -132,7 +133,7 @@ class Node:
         wait_for_teardowns(self.state_dir)  # vnetd answers DEL before the veth is gone; its reaper finishes
         assert self.allocations() == {}, self.allocations()
         assert not [l for l in links(self.node) if l.startswith("azv")]
-        records = json.load(open(os.path.join(self.state_dir, "endpoints.json")))["endpoints"]
+        records = load_state(os.path.join(self.state_dir, "endpoints.json"))["endpoints"]
         assert records == {}
         write_report(self.calls.report(mode=self.mode, **extra))
 
@@ -249,14 +250,14 @@ def test_metadata_fault(make_node, tmp_path, mode, fault):
 
 def _last_error(state_dir: str) -> str:
     try:
-        return json.load(open(os.path.join(state_dir, "ipam.json")))["refresh"]["lastError"]
+        return load_state(os.path.join(state_dir, "ipam.json"))["refresh"]["lastError"]
     except (OSError, ValueError, KeyError):
         return ""
 
 
 def _pool_size(state_dir: str) -> int:
     try:
-        return len(json.load(open(os.path.join(state_dir, "ipam.json")))["pool"]["addresses"])
+        return len(load_state(os.path.join(state_dir, "ipam.json"))["pool"]["addresses"])
     except (OSError, ValueError, TypeError, KeyError):
         return -1
 
@@ -389,7 +390,7 @@ def test_node_reboot(make_node, namespaces, tmpfs, tmp_path, mode, state):
     namespaces.created.remove(n.node)
     n.pods.clear()
     if state.startswith("kept"):
-        doc = json.load(open(os.path.join(sd, "endpoints.json")))
+        doc = load_state(os.path.join(sd, "endpoints.json"))
         for rec in doc["endpoints"].values():
             rec["bootId"] = "the-boot-before"  # what the records of the previous boot say
         survivor = json.loads(json.dumps(next(iter(doc["endpoints"].values()))))
@@ -407,8 +408,8 @@ def test_node_reboot(make_node, namespaces, tmpfs, tmp_path, mode, state):
                            capture_output=True, text=True, timeout=60)
         assert r.returncode in (0, 3), r  # 3: no state at all (the tmpfs case before any pod)
     if survivor is not None:
-        assert json.load(open(os.path.join(sd, "endpoints.json")))["endpoints"] == {}, "all pruned at start"
-        cooling = json.load(open(os.path.join(sd, "ipam.json")))["cooling"]
+        assert load_state(os.path.join(sd, "endpoints.json"))["endpoints"] == {}, "all pruned at start"
+        cooling = load_state(os.path.join(sd, "ipam.json"))["cooling"]
         assert {ip.split("/")[0] for ip in old_ips} <= set(cooling)  # released with the configured cooldown
     after = n.burst([("ADD", f"new{i}") for i in range(5)])
     check_calls(n.calls)

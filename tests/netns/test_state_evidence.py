@@ -14,6 +14,7 @@ import pytest
 
 from support.cni import links, metadata_xml, ns_exec, run_plugin, wait_for
 from vnetcni.daemon.client import listening
+from support.statefiles import load_state
 
 BIN = Path(sys.executable).parent
 VNETCTL, VNETD = str(BIN / "vnetctl"), str(BIN / "vnetd")
@@ -33,7 +34,7 @@ def veths(node) -> list[str]:
 
 def records(state_dir) -> list[str]:
     path = os.path.join(state_dir, "endpoints.json")
-    return sorted(e["containerId"] for e in json.load(open(path))["endpoints"].values())
+    return sorted(e["containerId"] for e in load_state(path)["endpoints"].values())
 
 
 def two_pods_one_gone(cni_bin, node, namespaces, conf):
@@ -70,7 +71,7 @@ def test_gc_from_a_namespace_that_cannot_see_the_pods_prunes_nothing(cni_bin, no
     on_node = ns_exec(node_ns, VNETCTL, "gc", "--state-dir", state_dir, timeout=60)
     assert on_node.returncode == 0 and "1 stale, 1 kept" in on_node.stdout, on_node
     assert records(state_dir) == ["ctr-live"] and len(veths(node_ns)) == 1
-    allocations = json.load(open(os.path.join(state_dir, "ipam.json")))["allocations"]
+    allocations = load_state(os.path.join(state_dir, "ipam.json"))["allocations"]
     assert [a["containerId"] for a in allocations.values()] == ["ctr-live"]
     cleanup(cni_bin, node_ns, conf, ["ctr-live"])
 

@@ -4,7 +4,6 @@ node, and CHECK and DEL handle both."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 
@@ -12,6 +11,7 @@ import pytest
 
 from support.cni import node_nic, ns_exec, run_plugin
 from vnetcni.ipam.metadata import render_node
+from support.statefiles import load_state
 
 V4 = [f"10.240.0.{i}" for i in range(36, 66)]
 V6 = [f"fd00:10:240::{i:x}" for i in range(36, 66)]
@@ -86,4 +86,4 @@ def test_dual_stack_pods_talk_both_families(cni_bin, dual_node, pod_ns, state_di
                               netns=path, cni_path=cni_bin).ok
         assert run_plugin(vnet, "DEL", conf, node=node, container_id=cid, netns="", cni_path=cni_bin).ok
     assert "azv" not in ns_exec(node, "ip", "-6", "route").stdout
-    assert json.load(open(os.path.join(state_dir, "ipam.json")))["allocations"] == {}
+    assert load_state(os.path.join(state_dir, "ipam.json"))["allocations"] == {}

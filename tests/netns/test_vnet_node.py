@@ -9,6 +9,7 @@ import time
 import pytest
 
 from support.cni import links, ns_exec, run_plugin
+from support.statefiles import load_state
 
 VERSIONS = ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]
 PODS = 10
@@ -62,7 +63,7 @@ def test_ten_pods_work_and_leave_nothing(cni_bin, node_ns, pod_ns, state_dir, vn
             res = run_plugin(vnet, "CHECK", dict(conf, prevResult=out), node=node_ns, container_id=cid, netns=path, cni_path=cni_path)
             assert res.ok, res
 
-    endpoints = json.load(open(os.path.join(state_dir, "endpoints.json")))["endpoints"]
+    endpoints = load_state(os.path.join(state_dir, "endpoints.json"))["endpoints"]
     assert len(endpoints) == PODS
     host_ifs = [e["hostIfName"] for e in endpoints.values()]
     assert all(h in links(node_ns) for h in host_ifs)
@@ -76,9 +77,9 @@ def test_ten_pods_work_and_leave_nothing(cni_bin, node_ns, pod_ns, state_dir, vn
         else:
             assert run_plugin(vnet, "DEL", conf, node=node_ns, container_id=cid, netns="", cni_path=cni_path).ok
     assert not [l for l in links(node_ns) if l.startswith("azv")]
-    assert json.load(open(os.path.join(state_dir, "endpoints.json")))["endpoints"] == {}
+    assert load_state(os.path.join(state_dir, "endpoints.json"))["endpoints"] == {}
     if ipam_kind == "vnet-ipam":
-        pool = json.load(open(os.path.join(state_dir, "ipam.json")))
+        pool = load_state(os.path.join(state_dir, "ipam.json"))
         assert '"containerId": "ctr' not in json.dumps(pool), pool
     else:
         assert not [f for f in os.listdir(os.path.join(host_local["dataDir"], "vntnet")) if f.startswith("10.")]
@@ -93,10 +94,10 @@ def test_failure_after_allocation_rolls_back(cni_bin, node_ns, pod_ns, state_dir
                      cni_path=f"{cni_bin}:/usr/lib/cni")
     assert res.code == 1 and res.out["code"] == 102 and "already exists" in res.out["msg"]
     assert not [l for l in links(node_ns) if l.startswith("azv")]
-    pool = json.load(open(os.path.join(state_dir, "ipam.json")))
+    pool = load_state(os.path.join(state_dir, "ipam.json"))
     assert "ctr-x" not in json.dumps(pool)
     endpoints_file = os.path.join(state_dir, "endpoints.json")
-    assert not os.path.exists(endpoints_file) or json.load(open(endpoints_file))["endpoints"] == {}
+    assert not os.path.exists(endpoints_file) or load_state(endpoints_file)["endpoints"] == {}
 
 
 def test_uplink_is_enslaved_and_keeps_the_node_reachable(cni_bin, namespaces, pod_ns, state_dir, vnet_ipam):
@@ -149,9 +150,9 @@ def test_gc_prunes_endpoints_whose_netns_is_gone(cni_bin, node_ns, namespaces, s
     assert "2 recorded, 1 stale" in status.stdout, status
     out = ns_exec(node_ns, vnetctl, "gc", "--state-dir", state_dir)
     assert out.returncode == 0 and "pruned" in out.stdout and "1 stale, 1 kept" in out.stdout, out
-    eps = json.load(open(os.path.join(state_dir, "endpoints.json")))["endpoints"]
+    eps = load_state(os.path.join(state_dir, "endpoints.json"))["endpoints"]
     assert [e["containerId"] for e in eps.values()] == ["ctr-live"]
-    pool = json.load(open(os.path.join(state_dir, "ipam.json")))
+    pool = load_state(os.path.join(state_dir, "ipam.json"))
     assert [a["containerId"] for a in pool["allocations"].values()] == ["ctr-live"]
     assert len([l for l in links(node_ns) if l.startswith("azv")]) == 1
     assert run_plugin(os.path.join(cni_bin, "vnet"), "DEL", conf, node=node_ns, container_id="ctr-live", netns="",

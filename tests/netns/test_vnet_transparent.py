@@ -4,7 +4,6 @@ really looks at the neighbour entry and the routes; DEL without netns; GC; recon
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import time
@@ -14,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from support.cni import links, node_nic, ns_exec, run_plugin
+from support.statefiles import load_state
 
 VERSIONS = ["0.3.1", "0.4.0", "1.0.0", "1.1.0"]
 VNETCTL = str(Path(sys.executable).with_name("vnetctl"))
@@ -91,8 +91,8 @@ def test_pods_are_routed_by_the_node(cni_bin, routed_node, pod_ns, state_dir, vn
                           cni_path=cni_bin).ok
     assert not [l for l in links(node) if l.startswith("azv")]
     assert "azv" not in ns_exec(node, "ip", "-4", "route").stdout  # the routes went with the veths
-    assert json.load(open(os.path.join(state_dir, "endpoints.json")))["endpoints"] == {}
-    assert json.load(open(os.path.join(state_dir, "ipam.json")))["allocations"] == {}
+    assert load_state(os.path.join(state_dir, "endpoints.json"))["endpoints"] == {}
+    assert load_state(os.path.join(state_dir, "ipam.json"))["allocations"] == {}
 
 
 def test_gc_and_reconcile_in_transparent_mode(cni_bin, routed_node, namespaces, state_dir, vnet_ipam):
@@ -108,7 +108,7 @@ def test_gc_and_reconcile_in_transparent_mode(cni_bin, routed_node, namespaces, 
     res = run_plugin(os.path.join(cni_bin, "vnet"), "GC", dict(cfg, **{"cni.dev/valid-attachments": valid}),
                      node=node, cni_path=cni_bin)
     assert res.ok, res
-    eps = json.load(open(os.path.join(state_dir, "endpoints.json")))["endpoints"]
+    eps = load_state(os.path.join(state_dir, "endpoints.json"))["endpoints"]
     assert sorted(e["containerId"] for e in eps.values()) == ["ctr-gone", "ctr-live"]
     # reconcile: ctr-gone's namespace disappears (a node reboot, a DEL that never came)
     gone = paths["ctr-gone"][0]
@@ -120,7 +120,7 @@ def test_gc_and_reconcile_in_transparent_mode(cni_bin, routed_node, namespaces, 
         time.sleep(0.05)
     out = ns_exec(node, VNETCTL, "gc", "--state-dir", state_dir)
     assert out.returncode == 0 and "1 stale, 1 kept" in out.stdout, out
-    eps = json.load(open(os.path.join(state_dir, "endpoints.json")))["endpoints"]
+    eps = load_state(os.path.join(state_dir, "endpoints.json"))["endpoints"]
     assert [e["containerId"] for e in eps.values()] == ["ctr-live"]
     assert len([l for l in links(node) if l.startswith("azv")]) == 1
     live = eps[next(iter(eps))]

@@ -12,6 +12,7 @@ import pytest
 
 from support.cni import links, metadata_xml, run_plugin, wait_for
 from support.vnetd import VNETD, Daemon, wait_for_teardowns
+from support.statefiles import load_state
 
 
 @pytest.fixture
@@ -48,12 +49,12 @@ def masked(result: dict) -> dict:
 
 
 def ipam_allocations(state_dir) -> dict[str, str]:
-    doc = json.load(open(os.path.join(state_dir, "ipam.json")))
+    doc = load_state(os.path.join(state_dir, "ipam.json"))
     return {a["containerId"]: a["address"] for a in doc["allocations"].values()}
 
 
 def endpoint_view(state_dir) -> dict:
-    eps = json.load(open(os.path.join(state_dir, "endpoints.json")))["endpoints"]
+    eps = load_state(os.path.join(state_dir, "endpoints.json"))["endpoints"]
     assert all(e["ipamStateDir"] == state_dir for e in eps.values())  # where the address was allocated
     return {k: {f: v for f, v in e.items()
                 if f not in ("mac", "hostMac", "bridgeMac", "netns", "created", "ipamStateDir")}
@@ -132,7 +133,7 @@ def test_daemon_restart_mid_burst_leaves_no_half_state(cni_bin, node_ns, pod_ns,
             r = run_plugin(vnet, "ADD", conf, node=node_ns, container_id=f"ctr{i}", netns=pods[i][1],
                            cni_path=cni_bin)
             assert r.ok, r
-    eps = json.load(open(os.path.join(state_dir, "endpoints.json")))["endpoints"]
+    eps = load_state(os.path.join(state_dir, "endpoints.json"))["endpoints"]
     allocs = ipam_allocations(state_dir)
     assert sorted(allocs) == sorted(f"ctr{i}" for i in range(24))
     assert len(set(allocs.values())) == 24

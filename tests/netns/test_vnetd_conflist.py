@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from support.cni import metadata_xml
+from support.statefiles import load_state
 
 VNETD = str(Path(sys.executable).with_name("vnetd"))
 
@@ -73,7 +74,7 @@ def test_conflist_only_once_serving_and_the_pool_is_known(node_ns, tmp_path, sta
         md.write_text(metadata_xml("000D3A51C490", "10.240.0.35", [f"10.240.0.{i}" for i in range(36, 40)]))
         _wait(target.exists, 30, "the conflist once the pool is learned")
         assert json.loads(target.read_text()) == json.loads(src.read_text())
-        assert json.loads(Path(state_dir, "ipam.json").read_text())  # the pool came first
+        assert load_state(Path(state_dir, "ipam.json"))  # the pool came first
         inode = target.stat().st_ino
     finally:
         err = _stop(proc)

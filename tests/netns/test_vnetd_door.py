@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from support.statefiles import load_state
 from support.cni import links, metadata_xml, ns_exec, run_plugin, wait_for
 from support.vnetd import wait_for_teardowns
 from vnetcni.daemon.client import listening
@@ -77,12 +78,12 @@ def conf_for(state_dir, tmp_path, **extra):
 
 def allocations(state_dir) -> dict:
     path = os.path.join(state_dir, "ipam.json")
-    return json.load(open(path))["allocations"] if os.path.exists(path) else {}
+    return load_state(path)["allocations"] if os.path.exists(path) else {}
 
 
 def records(state_dir) -> dict:
     path = os.path.join(state_dir, "endpoints.json")
-    return json.load(open(path))["endpoints"] if os.path.exists(path) else {}
+    return load_state(path)["endpoints"] if os.path.exists(path) else {}
 
 
 def test_vnetd_in_another_mount_namespace_serves_pods_created_after_it(cni_bin, node_ns, pod_ns, tmp_path,

@@ -5,7 +5,6 @@ pending for the length of each check (no timing is asserted)."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -13,6 +12,7 @@ import sys
 from support.cni import links, metadata_xml, run_plugin, wait_for
 from support.vnetd import Daemon, tearing_down, wait_for_teardowns
 from vnetcni.plugins.endpoints import host_ifname
+from support.statefiles import load_state
 
 HOLD_MS = "20000"  # the reaper waits this long after a DEL: the teardown stays pending meanwhile
 
@@ -29,12 +29,12 @@ def pool(tmp_path, n: int) -> str:
 
 
 def allocations(state_dir: str) -> dict[str, str]:
-    doc = json.load(open(os.path.join(state_dir, "ipam.json")))
+    doc = load_state(os.path.join(state_dir, "ipam.json"))
     return {a["containerId"]: a["address"] for a in doc["allocations"].values()}
 
 
 def records(state_dir: str) -> dict:
-    return json.load(open(os.path.join(state_dir, "endpoints.json")))["endpoints"]
+    return load_state(os.path.join(state_dir, "endpoints.json"))["endpoints"]
 
 
 class Pods:

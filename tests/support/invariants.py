@@ -33,6 +33,9 @@ import threading
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+# The state files, read raw (no side effects, independent of the code under test).
+from support.statefiles import allocations, endpoint_records  # noqa: E402,F401
+
 VETH_PREFIX = "azv"
 
 
@@ -67,25 +70,6 @@ def node_veths(node: str | None) -> set[str]:
     """Host-side pod veths (`azv…`) in the node namespace (None: the current namespace)."""
     links = _ip_json(*(("-n", node) if node else ()), "link", "show")
     return {link["ifname"] for link in links if link.get("ifname", "").startswith(VETH_PREFIX)}
-
-
-# --- the state files (read raw: no side effects, independent of the code under test) ----------
-def _load(path: str) -> dict:
-    try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except FileNotFoundError:
-        return {}
-    return json.loads(raw) if raw.strip() else {}
-
-
-def allocations(state_dir: str) -> dict[str, dict]:
-    """allocation key -> {address, containerId, ...} of every held allocation."""
-    return dict(_load(os.path.join(state_dir, "ipam.json")).get("allocations") or {})
-
-
-def endpoint_records(state_dir: str) -> dict[str, dict]:
-    return dict(_load(os.path.join(state_dir, "endpoints.json")).get("endpoints") or {})
 
 
 def _ip(cidr: str) -> str:

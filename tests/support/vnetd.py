@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from support.cni import wait_for
+from support.statefiles import endpoint_records
 from vnetcni.daemon.client import listening
 
 VNETD = str(Path(sys.executable).with_name("vnetd"))
@@ -17,11 +18,7 @@ VNETD = str(Path(sys.executable).with_name("vnetd"))
 
 def tearing_down(state_dir: str) -> list[str]:
     """The attachments whose DEL vnetd answered before their veth was gone (its reaper's work)."""
-    try:
-        with open(os.path.join(state_dir, "endpoints.json")) as f:
-            records = json.load(f).get("endpoints") or {}
-    except FileNotFoundError:
-        return []
+    records = endpoint_records(state_dir)
     return [key for key, rec in records.items() if rec.get("tearingDown")]
 
 

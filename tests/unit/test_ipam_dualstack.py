@@ -15,6 +15,7 @@ from vnetcni.ipam.model import IpamState
 from vnetcni.ipam.plugin import IpamPlugin
 from vnetcni.ipam.sources import FakeMetadataSource
 from vnetcni.ipam.view import node_capacity
+from support.statefiles import load_state
 
 V4 = [f"10.240.0.{i}" for i in range(36, 40)]
 V6 = [f"fd00:10:240::{i:x}" for i in range(36, 39)]  # one fewer: IPv6 bounds this node
@@ -110,5 +111,5 @@ def test_results_carry_both_families_in_every_version(tmp_path, version):
         assert code == 1 and json.loads(out)["code"] == 103
     out, code = dispatch.run(plugin, dict(env, CNI_COMMAND="DEL", CNI_NETNS=""), json.dumps(conf).encode())
     assert code == 0
-    state = json.load(open(tmp_path / "ipam.json"))
+    state = load_state(tmp_path / "ipam.json")
     assert state["allocations"] == {} and state["pool6"]["subnet"] == "fd00:10:240::/64"

@@ -21,6 +21,7 @@ from vnetcni.ipam.metadata import MetadataError, render_node
 from vnetcni.ipam.plugin import IpamPlugin, refresh_pool
 from vnetcni.ipam.sources import FakeMetadataSource
 from vnetcni.ipam.store import IpamStore
+from support.statefiles import load_state
 
 SECONDARIES = [f"10.240.0.{i}" for i in range(36, 66)]
 XML = render_node("000D3A51C490", "10.240.0.0/16", "10.240.0.35", SECONDARIES)
@@ -100,8 +101,7 @@ def test_allocation_is_keyed_by_network_container_and_interface(node):
     alloc = node.state().allocations["vntnet/a/eth0"]
     assert (alloc.address, alloc.pod, alloc.container_id, alloc.ifname, alloc.network) == (
         a, "shop/web-0", "a", "eth0", "vntnet")
-    with open(os.path.join(node.state_dir, "ipam.json")) as f:
-        doc = json.load(f)
+    doc = load_state(os.path.join(node.state_dir, "ipam.json"))
     assert doc["allocations"]["vntnet/a/eth0"]["allocated"].startswith("2023-11-14T22:13:20")  # ISO 8601
 
 

@@ -18,6 +18,7 @@ from vnetcni.ipam.rebuild import NoEvidence, rebuild
 from vnetcni.ipam.sources import FakeMetadataSource
 from vnetcni.ipam.store import IpamStore
 from vnetcni.state.durable import CorruptState
+from support.statefiles import load_state
 
 XML = render_node("000D3A51C490", "10.240.0.0/16", "10.240.0.35", [f"10.240.0.{i}" for i in range(36, 66)])
 
@@ -71,9 +72,9 @@ def test_an_empty_file_is_a_truncated_one_not_an_empty_state(node, content):
 
 
 def good_doc(node: Node) -> dict:
+    """The state as one document in the format before journals (schemaVersion 1), still read."""
     node.add("a")
-    with open(node.path) as f:
-        return json.load(f)
+    return dict(load_state(node.path), schemaVersion=1)
 
 
 def shapes(node: Node) -> dict[str, bytes]:
@@ -89,7 +90,7 @@ def shapes(node: Node) -> dict[str, bytes]:
         "bad json": b'{"kind": "vnet-ipam", "schemaVersion": 1,',
         "a list": b"[]",
         "other kind": variant(kind="vnet-endpoints"),
-        "schema 2": variant(schemaVersion=2),
+        "schema 3": variant(schemaVersion=3),
         "no schema": json.dumps({k: v for k, v in doc.items() if k != "schemaVersion"}).encode(),
         "allocations list": variant(allocations=[alloc]),
         "allocation no address": variant(allocations={"vntnet/a/eth0": {**alloc, "address": None}}),
@@ -104,7 +105,7 @@ def shapes(node: Node) -> dict[str, bytes]:
     }
 
 
-SHAPES = ["nul bytes", "nul inside", "bad json", "a list", "other kind", "schema 2", "no schema", "allocations list",
+SHAPES = ["nul bytes", "nul inside", "bad json", "a list", "other kind", "schema 3", "no schema", "allocations list",
           "allocation no address", "allocation bad address", "allocation bad time", "key mismatch",
           "duplicate address", "pool addresses", "pool numbers", "cooling list", "recovered string"]
 
@@ -157,6 +158,15 @@ def test_status_and_check_report_the_pending_rebuild(node):
     assert info.value.code == 101
 
 
+def corrupt(path: str) -> None:
+    """Garbage in the middle of the file: unreadable whatever its format (a line appended after
+    a journal's last change would be one more append that was never committed)."""
+    with open(path, "rb") as f:
+        raw = f.read()
+    with open(path, "wb") as f:
+        f.write(raw[: len(raw) // 2] + b"garbage" + raw[len(raw) // 2:])
+
+
 def write_endpoints(state_dir: str, records: dict) -> None:
     with open(os.path.join(state_dir, "endpoints.json"), "w") as f:
         json.dump({"kind": "vnet-endpoints", "schemaVersion": 1, "endpoints": records}, f)
@@ -170,8 +180,7 @@ def endpoint(cid: str, ips: list[str], **extra) -> dict:
 
 def test_rebuild_adopts_endpoint_addresses_so_they_are_not_handed_out_twice(node):
     node.add("lost")  # 10.240.0.36: the corruption below loses this record
-    with open(node.path, "ab") as f:
-        f.write(b"garbage")  # now corrupt
+    corrupt(node.path)
     with pytest.raises(CorruptState):
         node.add("x")
     write_endpoints(node.state_dir, {
@@ -281,8 +290,7 @@ def test_two_corrupt_files_in_one_second_keep_their_own_evidence(node, monkeypat
 
 def test_rebuild_refuses_without_records_for_this_state(node):
     node.add("a")
-    with open(node.path, "ab") as f:
-        f.write(b"garbage")
+    corrupt(node.path)
     # Records exist, but every address came from another vnet-ipam state directory.
     write_endpoints(node.state_dir, {"vntnet/p1/eth0": endpoint("p1", ["10.240.0.36/16"],
                                                                 ipamStateDir="/var/run/elsewhere")})
@@ -298,8 +306,7 @@ def test_rebuild_reads_the_records_under_their_lock(node):
     from vnetcni.plugins.endpoints import EndpointStore
 
     node.add("a")
-    with open(node.path, "ab") as f:
-        f.write(b"garbage")
+    corrupt(node.path)
     write_endpoints(node.state_dir, {"vntnet/p1/eth0": endpoint("p1", ["10.240.0.36/16"])})
     store = EndpointStore(node.state_dir)
     with store.doc.locked():  # an ADD or DEL is changing the records right now

@@ -1,7 +1,10 @@
-"""The IPAM state and its on-disk form (`ipam.json`, kind `vnet-ipam`, schemaVersion 1).
+"""The IPAM state and its document (`ipam.json`, kind `vnet-ipam`).
 
+The document in its whole form (what `to_doc` gives and `from_doc` reads; ipam.json held it as
+it is up to schemaVersion 1, and since schemaVersion 2 keeps it as a journal of changes to it,
+state/journal.py, with the tables `allocations` and `cooling`):
 ```json
-{"kind": "vnet-ipam", "schemaVersion": 1,
+{"kind": "vnet-ipam", "schemaVersion": 2,
  "pool": {"subnet": "10.240.0.0/16", "gateway": "10.240.0.1", "primary": "10.240.0.35",
           "mac": "00:0d:3a:51:c4:90", "addresses": ["10.240.0.36", ...],
           "source": "http://168.63.129.16/...", "fetchedAt": "2024-05-01T12:00:00.000000+00:00"},
@@ -33,7 +36,7 @@ from datetime import datetime, timezone
 from ..cni._record import FrozenRecord, Record
 
 KIND = "vnet-ipam"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # state/journal.py JOURNAL_VERSION (not imported: this module is on every call)
 
 
 def iso(t: float) -> str:

@@ -23,24 +23,23 @@ if TYPE_CHECKING:
 
 from ..cni.errors import CNIError, STATE_CORRUPT
 from ..node.layout import IPAM_FILE, NodeLayout
-from ..state.durable import DurableDocument, encode_with_rows
-from .model import KIND, SCHEMA_VERSION, Allocation, Cooling, IpamState
+from ..state.journal import JournaledDocument
+from .model import KIND, Allocation, Cooling, IpamState
 
 if TYPE_CHECKING:
     T = TypeVar("T")
 CORRUPT_PREFIX = IPAM_FILE + ".corrupt-"
 
 
-class _IpamDocument(DurableDocument):
-    """ipam.json read as an IpamState: parsed and checked once per content in a process (vnetd
-    reads the state its last write left without parsing it again), written row by row (only
-    the allocations and cooling entries a call changed are encoded again): a call's cost does
-    not grow with the number of pods (see DurableDocument)."""
+class _IpamDocument(JournaledDocument):
+    """ipam.json read as an IpamState, kept as a journal (state/journal.py): a call appends the
+    allocations and cooling entries it changed (and the pool and refresh fields when they
+    changed); a process reads again only what another one wrote."""
 
-    cached = True
+    tables = ("allocations", "cooling")
 
     def __init__(self, path: str) -> None:
-        super().__init__(path, KIND, SCHEMA_VERSION, lambda: IpamState.from_doc({}).to_doc())
+        super().__init__(path, KIND, lambda: IpamState.from_doc({}).to_doc())
 
     def _build(self, doc: dict) -> IpamState:
         return IpamState.from_doc(doc)
@@ -48,11 +47,16 @@ class _IpamDocument(DurableDocument):
     def _fork(self, state: IpamState) -> IpamState:
         return state.fork()
 
-    def _encode_obj(self, state: IpamState, rows: dict) -> tuple[bytes, dict]:
+    def _head(self, state: IpamState) -> dict:
         doc = state.to_doc(tables=False)
-        doc["kind"], doc["schemaVersion"] = self.kind, self.schema_version
-        return encode_with_rows(doc, {"allocations": (state.allocations, Allocation.to_doc),
-                                      "cooling": (state.cooling, Cooling.to_doc)}, rows)
+        del doc["kind"], doc["schemaVersion"]
+        return doc
+
+    def _tables(self, state: IpamState) -> dict[str, dict]:
+        return {"allocations": state.allocations, "cooling": state.cooling}
+
+    def _row_doc(self, name: str, record: Allocation | Cooling) -> dict:
+        return record.to_doc()
 
 
 class StateNeedsRebuild(CNIError):
@@ -76,6 +80,10 @@ class IpamStore:
         """A lock-free snapshot, no side effects (CorruptState if the file is unreadable; it
         stays in place)."""
         return self._doc.read()
+
+    def document(self) -> dict:
+        """The state as one JSON document (IpamState.to_doc's form); a read, like read()."""
+        return self._doc.document()
 
     def read_for_update(self) -> IpamState:
         """read() for a caller about to write (ADD): an unreadable file is moved aside under the

@@ -11,6 +11,7 @@ Everything lives under one state directory (default DEFAULT_STATE_DIR):
     <state_dir>/vnetd.sock           vnetd's socket (root only)
     <state_dir>/ipam.json            vnet-ipam's pool and allocations (+ ipam.json.lock)
     <state_dir>/endpoints.json       the vnet plugin's endpoint records (+ endpoints.json.lock)
+                                     (both journals: state/journal.py)
     <state_dir>/vnetd-stats.json     vnetd's counters since its start (calls failed by deadline)
     <state_dir>/in-process-calls     one byte per call a fallback front door ran in-process (vnetd
                                      unreachable, or it handed the call back); vnetd exposes the size

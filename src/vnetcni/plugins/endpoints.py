@@ -1,7 +1,8 @@
 """The endpoint records: one durable entry per pod attachment, for DEL, CHECK, GC and operators.
 
-`<stateDir>/endpoints.json` (kind `vnet-endpoints`, schemaVersion 1), one typed EndpointRecord
-per attachment, validated on every read like the IPAM state: a malformed record makes the whole
+`<stateDir>/endpoints.json` (kind `vnet-endpoints`, schemaVersion 2: a journal, state/journal.py,
+whose table `endpoints` holds the records by key), one typed EndpointRecord per attachment,
+validated on every read like the IPAM state: a malformed record makes the whole
 document unreadable (code 101, naming the record and the field), never a KeyError.
 """
 
@@ -15,10 +16,11 @@ from ..cni._record import FrozenRecord
 from ..ipam.model import looks_like_cidr
 from ..node.layout import DEFAULT_STATE_DIR, NodeLayout
 from ..state.digest import sha256_hex
-from ..state.durable import CorruptState, DurableDocument, encode_with_rows
+from ..state.durable import CorruptState
+from ..state.journal import JOURNAL_VERSION, JournaledDocument
 
 KIND = "vnet-endpoints"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = JOURNAL_VERSION  # 1: one JSON document (still read; rewritten by the first change)
 
 
 def endpoint_key(network: str, container_id: str, ifname: str) -> str:
@@ -165,16 +167,15 @@ class EndpointRecord(FrozenRecord):
         return cls(*required, ips=ips, gateways=gateways, routes=routes, dns=dns, mtu=mtu, cooldown_seconds=cooldown, **strings)
 
 
-class _EndpointsDocument(DurableDocument):
+class _EndpointsDocument(JournaledDocument):
     """endpoints.json read as {key: EndpointRecord}; its body is checked record by record (a bad
-    one makes it unreadable). Parsed and checked once per content in a process, written row by
-    row (only the records a call changed are encoded again): a call's cost does not grow with
-    the number of pods (see DurableDocument)."""
+    one makes it unreadable). Kept as a journal (state/journal.py): a call appends the records it
+    changed, and a process reads again only what another one wrote."""
 
-    cached = True
+    tables = ("endpoints",)
 
     def __init__(self, path: str) -> None:
-        super().__init__(path, KIND, SCHEMA_VERSION, lambda: {"endpoints": {}})
+        super().__init__(path, KIND, lambda: {"endpoints": {}})
 
     def _build(self, doc: dict) -> dict[str, EndpointRecord]:
         return records_of(doc)
@@ -182,9 +183,14 @@ class _EndpointsDocument(DurableDocument):
     def _fork(self, table: dict[str, EndpointRecord]) -> dict[str, EndpointRecord]:
         return dict(table)
 
-    def _encode_obj(self, table: dict[str, EndpointRecord], rows: dict) -> tuple[bytes, dict]:
-        return encode_with_rows({"kind": self.kind, "schemaVersion": self.schema_version},
-                                {"endpoints": (table, EndpointRecord.to_dict)}, rows)
+    def _head(self, table: dict[str, EndpointRecord]) -> dict:
+        return {}
+
+    def _tables(self, table: dict[str, EndpointRecord]) -> dict[str, dict]:
+        return {"endpoints": table}
+
+    def _row_doc(self, name: str, record: EndpointRecord) -> dict:
+        return record.to_dict()
 
 
 def records_of(doc: dict) -> dict[str, EndpointRecord]:
@@ -218,6 +224,10 @@ class EndpointStore:
 
     def get(self, key: str) -> EndpointRecord | None:
         return self.all().get(key)
+
+    def document(self) -> dict:
+        """The records as one JSON document ({kind, schemaVersion, endpoints: {key: record}})."""
+        return self.doc.document()
 
     def get_for_update(self, key: str) -> EndpointRecord | None:
         """For a caller about to write the records (ADD): an unreadable file is moved aside

@@ -21,8 +21,6 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
-from itertools import compress
-from operator import is_not
 
 TYPE_CHECKING = False  # typing itself is not imported at run time (plugin start-up cost)
 if TYPE_CHECKING:
@@ -52,7 +50,7 @@ class CorruptState(CNIError):
 def encode_document(doc: dict) -> bytes:
     """JSON with one line per entry of a table (a dict of objects, e.g. endpoints by key), keys
     sorted: readable and grep-able, and written by the C encoder (json's `indent` falls back to
-    the pure-Python one, ~3x slower on a 110-pod node, on every ADD and DEL)."""
+    the pure-Python one, ~3x slower)."""
     return _join({key: _entry(key, value) for key, value in doc.items()})
 
 
@@ -69,57 +67,19 @@ def _entry(key: str, value: object) -> str:
     return f"  {dumps(key)}: {dumps(value, sort_keys=True)}"
 
 
-def _join(parts: dict[str, str | list[bytes]]) -> bytes:
-    """The document from its entries (a table's entry may be given as a list of pieces, bytes:
-    its rows are kept encoded, so the document is copied once, by one bytes join)."""
-    pieces = [b"{\n"]
-    for key in sorted(parts):
-        part = parts[key]
-        if isinstance(part, list):
-            pieces += part
-        else:
-            pieces.append(part.encode())
-        pieces.append(b",\n")
-    if parts:
-        pieces.pop()
-    pieces.append(b"\n}\n")
-    return b"".join(pieces)
+def _join(parts: dict[str, str]) -> bytes:
+    """The document from its entries."""
+    return ("{\n" + ",\n".join(parts[key] for key in sorted(parts)) + "\n}\n").encode()
 
 
-def encode_with_rows(doc: dict, tables: dict, rows: dict) -> tuple[bytes, dict]:
-    """encode_document(doc plus each table as {key: to_doc(record)}), without converting or
-    encoding again a record whose row an earlier encoding made. tables: name -> (records by
-    key, to_doc). rows: what the earlier encoding returned ({} at first): per table, the last
-    record seen under each key and its row. Records in a state table are never changed in
-    place (a change replaces the record), so the same object under the same key means the same
-    row; finding the rows that changed is done by C loops (map, compress) over the table, so a
-    call that adds, replaces or removes one record of many encodes one and builds no index of
-    the others. The rows are kept up to date in place (each row always beside the record it
-    encodes, so an encoding whose write then fails leaves them valid); rows of records no
-    longer in the table are dropped once they outnumber it. Returns the bytes and the rows to
-    pass next time."""
-    dumps = json.dumps
-    parts: dict = {key: _entry(key, value) for key, value in doc.items()}
-    made = {}
-    for name, (table, to_doc) in tables.items():
-        if not table:
-            parts[name] = f"  {dumps(name)}: {{}}"
-            continue
-        keys = sorted(table)
-        records = list(map(table.__getitem__, keys))
-        seen, made_rows = rows.get(name) or ({}, {})
-        texts = list(map(made_rows.get, keys))
-        for i in compress(range(len(keys)), map(is_not, records, map(seen.get, keys))):
-            key, record = keys[i], records[i]
-            texts[i] = text = _row(key, to_doc(record)).encode()
-            seen.pop(key, None)  # (never a record beside a row not its own, even if interrupted)
-            made_rows[key] = text
-            seen[key] = record
-        if len(seen) > 2 * len(keys) + 64:  # rows of records long gone: keep the table's only
-            seen, made_rows = dict(zip(keys, records)), dict(zip(keys, texts))
-        made[name] = (seen, made_rows)
-        parts[name] = [f"  {dumps(name)}: {{\n".encode(), b",\n".join(texts), b"\n  }"]
-    return _join(parts), made
+def read_all(fd: int) -> bytes:
+    """Everything from fd's offset to the end of the file (one read when the size holds)."""
+    parts = []
+    want = os.fstat(fd).st_size + 1
+    while chunk := os.read(fd, want):
+        parts.append(chunk)
+        want = 1 << 16
+    return b"".join(parts)
 
 
 def fsync_dir(path: str) -> None:
@@ -182,30 +142,12 @@ def rename_unique(src: str, base: str) -> str:
     raise OSError(errno.EEXIST, "no free name for the corrupt file", base)
 
 
-# Parsed documents by path, for documents that ask for it (`cached`): (the exact bytes, what
-# they parse to, the rows their encoding made). A read whose bytes are these bytes takes a copy
-# of the object instead of parsing and checking the file again; any other bytes (another
-# process wrote the file, an operator edited it, it is corrupt) are parsed as usual. Keyed by
-# content, never by a file's name, size or time: it cannot be stale.
-_parsed: dict[str, tuple[bytes, Any, dict]] = {}
-_PARSED_MAX = 64  # paths remembered (vnetd serves a handful of state directories)
-
-
-def _remember(path: str, raw: bytes, obj: Any, rows: dict) -> None:
-    if path not in _parsed and len(_parsed) >= _PARSED_MAX:
-        _parsed.clear()
-    _parsed[path] = (raw, obj, rows)
-
-
 class DurableDocument:
-    """One JSON document with a `kind` and a `schemaVersion`.
+    """One JSON document with a `kind` and a `schemaVersion`, rewritten whole by every change.
 
     A subclass may read it as an object of its own (`_build`, ValueError for a body of the wrong
-    shape) and set `cached`: then each content is parsed and checked once per process (see
-    _parsed), every reader gets its own copy (`_fork`: new containers, the same records, which
-    are never changed in place), and `_encode_obj` may reuse the rows of the last encoding."""
-
-    cached = False
+    shape). The node's busy state files (ipam.json, endpoints.json) are kept as journals instead
+    (state/journal.py: a change appends a line), through the same interface."""
 
     def __init__(self, path: str, kind: str, schema_version: int,
                  empty: Callable[[], dict]) -> None:
@@ -237,9 +179,9 @@ class DurableDocument:
             fsync_dir(os.path.dirname(self.path) or ".")
         raise CorruptState(self.path, moved, why)
 
-    def _decode(self, raw: bytes) -> tuple[dict | None, str]:
-        """(document, "") or (None, why it is unreadable); the JSON is parsed once. Subclasses
-        may add checks of the body's shape (call this first)."""
+    def _decode(self, raw: bytes, versions: tuple[int, ...] = ()) -> tuple[dict | None, str]:
+        """(document, "") or (None, why it is unreadable); the JSON is parsed once. `versions`:
+        the schema versions read (default: this document's)."""
         if not raw.strip():
             return None, "it is empty (never written so: truncated)"
         if b"\x00" in raw:
@@ -250,7 +192,7 @@ class DurableDocument:
             return None, "it is not valid JSON"
         if not isinstance(doc, dict) or doc.get("kind") != self.kind:
             return None, f"it is not a {self.kind} document"
-        if doc.get("schemaVersion") != self.schema_version:
+        if doc.get("schemaVersion") not in (versions or (self.schema_version,)):
             return None, f"schema version {doc.get('schemaVersion')!r}, expected {self.schema_version}"
         return doc, ""
 
@@ -259,40 +201,22 @@ class DurableDocument:
         ValueError when the body has the wrong shape."""
         return doc
 
-    def _fork(self, obj: Any) -> Any:
-        """A copy of a cached object its reader may change (cached documents only)."""
-        return obj
-
-    def _encode_obj(self, obj: Any, rows: dict) -> tuple[bytes, dict]:
-        """The bytes of an object (and the rows to reuse next time: see encode_with_rows)."""
-        return self._encode(obj), {}
+    def _encode_obj(self, obj: Any) -> bytes:
+        """The bytes of an object."""
+        return self._encode(obj)
 
     def _empty_obj(self) -> Any:
         return self._build(self._new())
 
     def _decode_obj(self, raw: bytes) -> tuple[Any, str]:
         """(object, "") or (None, why the file is unreadable)."""
-        memo = _parsed.get(self.path) if self.cached else None
-        if memo is not None and memo[0] == raw:  # these very bytes were parsed and checked
-            return self._fork(memo[1]), ""
         doc, why = self._decode(raw)
         if why:
             return None, why
         try:
-            obj = self._build(doc)
+            return self._build(doc), ""
         except ValueError as exc:
             return None, f"its body has the wrong shape: {exc}"
-        if not self.cached:
-            return obj, ""
-        _remember(self.path, raw, obj, memo[2] if memo is not None else {})
-        return self._fork(obj), ""
-
-    def _parse(self, raw: bytes) -> Any:
-        """Parse under the lock; an unreadable file is moved aside (only a lock holder may move it)."""
-        obj, why = self._decode_obj(raw)
-        if why:
-            self._move_aside(why)
-        return obj
 
     def _read_raw(self) -> bytes | None:
         """The file's bytes (None: no file), read through a plain descriptor: a buffered file
@@ -304,31 +228,37 @@ class DurableDocument:
         except OSError as exc:
             raise CNIError(IO_FAILURE, f"cannot read {self.path}: {exc.strerror}") from None
         try:
-            parts = []
-            want = os.fstat(fd).st_size + 1
-            while chunk := os.read(fd, want):
-                parts.append(chunk)
-                want = 1 << 16
-            return b"".join(parts)
+            return read_all(fd)
         except OSError as exc:
             raise CNIError(IO_FAILURE, f"cannot read {self.path}: {exc.strerror}") from None
         finally:
             os.close(fd)
 
-    def _read_locked(self) -> Any:
+    def _state(self, locked: bool) -> tuple[Any, Any]:
+        """(the object, what was read: what _commit and _again need). An unreadable file raises
+        CorruptState; under the lock (`locked`) it is first moved aside (only a lock holder may
+        move it)."""
         raw = self._read_raw()
-        return self._empty_obj() if raw is None else self._parse(raw)
+        if raw is None:
+            return self._empty_obj(), None
+        obj, why = self._decode_obj(raw)
+        if why:
+            if locked:
+                self._move_aside(why)
+            raise CorruptState(self.path, None, why)
+        return obj, raw
+
+    def _again(self, raw: bytes | None) -> Any:
+        """A fresh object of what _state read (a batch replayed after a failed change)."""
+        return self._empty_obj() if raw is None else self._decode_obj(raw)[0]
+
+    def _read_locked(self) -> Any:
+        return self._state(True)[0]
 
     def read(self) -> Any:
         """The current document (a lock-free snapshot: renames are atomic). No side effects:
         an unreadable file raises CorruptState and stays where it is."""
-        raw = self._read_raw()
-        if raw is None:
-            return self._empty_obj()
-        obj, why = self._decode_obj(raw)
-        if why:
-            raise CorruptState(self.path, None, why)
-        return obj
+        return self._state(False)[0]
 
     def read_for_update(self) -> Any:
         """read() for a caller that is about to change the document: a file that looks
@@ -351,22 +281,16 @@ class DurableDocument:
     def transaction(self) -> Iterator[Any]:
         """Read-modify-write under the lock; written only if the body changed the document."""
         with self.locked():
-            raw = self._read_raw()
-            obj = self._empty_obj() if raw is None else self._parse(raw)
+            obj, read = self._state(True)
             yield obj
-            self._commit(obj, raw)
+            self._commit(obj, read)
 
     def _commit(self, obj: Any, raw: bytes | None) -> None:
         """Write obj unless its bytes are those read (raw; None: no file, the empty document)."""
-        memo = _parsed.get(self.path) if self.cached else None
-        data, rows = self._encode_obj(obj, memo[2] if memo is not None else {})
-        before = raw if raw is not None else self._encode_obj(self._empty_obj(), {})[0]
+        data = self._encode_obj(obj)
+        before = raw if raw is not None else self._encode_obj(self._empty_obj())
         if data != before:  # files are always written in this encoding: same bytes, same document
             self._write_bytes(data)
-        elif raw is None:
-            return
-        if self.cached:
-            _remember(self.path, data, self._fork(obj), rows)
 
     def apply(self, change: Callable[[Any], Any]) -> Any:
         """change(obj) in a read-modify-write, with group commit: concurrent callers in this
@@ -378,21 +302,20 @@ class DurableDocument:
 
     def _run_batch(self, batch: list["_Pending"]) -> None:
         with self.locked():
-            raw = self._read_raw()
-            obj = self._empty_obj() if raw is None else self._parse(raw)
+            obj, read = self._state(True)
             done: list[_Pending] = []
             for item in batch:
                 try:
                     item.result = item.change(obj)
                 except BaseException as exc:  # isolate it: replay the others on a fresh read
                     item.error = exc
-                    obj = self._empty_obj() if raw is None else self._parse(raw)
+                    obj = self._again(read)
                     for ok in done:
                         ok.result = ok.change(obj)
                 else:
                     done.append(item)
             if done:
-                self._commit(obj, raw)
+                self._commit(obj, read)
 
     def _encode(self, doc: dict) -> bytes:
         doc["kind"] = self.kind
