@@ -15,6 +15,8 @@ failure seen elsewhere, see docs/ipam.md):
 
 from __future__ import annotations
 
+from itertools import filterfalse
+
 from ..cni.errors import CNIError, NO_ADDRESS_AVAILABLE, TRY_AGAIN_LATER
 from .model import Allocation, Cooling, IpamState, NodePool, allocation_key
 
@@ -45,14 +47,16 @@ def pick_address(state: IpamState, now: float, pool: NodePool | None = None) -> 
     if pool is None:
         return None
     held = state.held_ips()
-    free = [ip for ip in pool.addresses if ip not in held and ip != pool.primary]
-    if not free:
-        return None
-    for ip in free:  # numeric order
+    held.add(pool.primary)
+    resting = []
+    for ip in filterfalse(held.__contains__, pool.addresses):  # free ones in numeric order (a C loop skips the held)
         cooling = state.cooling.get(ip)
         if cooling is None or cooling.reusable_after <= now:
             return ip
-    return min(free, key=lambda ip: (state.cooling[ip].released, state.cooling[ip].reusable_after))
+        resting.append(ip)
+    if not resting:
+        return None
+    return min(resting, key=lambda ip: (state.cooling[ip].released, state.cooling[ip].reusable_after))
 
 
 def forget_rested(state: IpamState, now: float) -> None:
@@ -95,9 +99,8 @@ def release(state: IpamState, key: str, now: float, cooldown: float) -> Allocati
     if alloc is None:
         return None
     forget_rested(state, now)
-    listed = state.pool_ips()
     for ip in alloc.ips:
-        if ip in listed and cooldown > 0:
+        if cooldown > 0 and any(ip in p.addresses for p in state.pools):
             state.cooling[ip] = Cooling(released=now, reusable_after=now + cooldown, previous_owner=key)
     return alloc
 

@@ -52,6 +52,13 @@ class _IpamDocument(JournaledDocument):
         del doc["kind"], doc["schemaVersion"]
         return doc
 
+    def _head_key(self, state: IpamState) -> tuple:
+        """The head's parts as they are (no ISO times formatted, no pool copied): compared on
+        every change, turned into JSON only when they differ."""
+        r = state.refresh
+        return (state.pool, state.pool6, state.fetched_at, state.pool_source, r.last_attempt, r.last_outcome,
+                r.last_error, r.source, r.config, tuple(state.recovered))
+
     def _tables(self, state: IpamState) -> dict[str, dict]:
         return {"allocations": state.allocations, "cooling": state.cooling}
 

@@ -89,12 +89,12 @@ class _Snapshot:
 
     __slots__ = ("identity", "held", "obj", "head", "changes", "rows", "end", "legacy")
 
-    def __init__(self, identity: tuple | None, held: _Held, obj: Any, head: dict, changes: int, rows: int,
+    def __init__(self, identity: tuple | None, held: _Held, obj: Any, head: object, changes: int, rows: int,
                  end: int, legacy: bool) -> None:
         self.identity = identity  # None: not to be reused (the file changed while it was read)
         self.held = held
         self.obj = obj  # what _build made of it: copied (_fork) for every reader
-        self.head = head  # the document's fields other than its tables
+        self.head = head  # _head_key of obj: what tells whether a change changed the fields other than the tables
         self.changes = changes  # change lines after the snapshot's rows
         self.rows = rows  # rows of the snapshot
         self.end = end  # where the last complete line ends (what follows is a torn append)
@@ -144,6 +144,10 @@ class JournaledDocument(DurableDocument):
     # --- what a subclass says ----------------------------------------------------------------
     def _head(self, obj: Any) -> dict:
         raise NotImplementedError
+
+    def _head_key(self, obj: Any) -> object:
+        """Equal for two objects whose _head is equal, and cheaper to make (default: _head)."""
+        return self._head(obj)
 
     def _tables(self, obj: Any) -> dict[str, dict]:
         raise NotImplementedError
@@ -213,7 +217,7 @@ class JournaledDocument(DurableDocument):
         except ValueError as exc:
             return None, f"its body has the wrong shape: {exc}"
         counted = raw[:_COUNT_AT] == b'{"changes": ' and raw[_COUNT_AT + _COUNT_WIDTH:_COUNT_AT + _COUNT_WIDTH + 2] == b", "
-        return _Snapshot(None, held, obj, head, changes, rows, end, not counted), ""
+        return _Snapshot(None, held, obj, self._head_key(obj), changes, rows, end, not counted), ""
 
     def _parse_whole(self, raw: bytes, held: _Held) -> tuple[_Snapshot | None, str]:
         """The document in its whole form (schemaVersion 1 files; `document()` written back)."""
@@ -224,7 +228,7 @@ class JournaledDocument(DurableDocument):
             obj = self._build(doc)
         except ValueError as exc:
             return None, f"its body has the wrong shape: {exc}"
-        return _Snapshot(None, held, obj, self._head(obj), 0, 0, len(raw), True), ""
+        return _Snapshot(None, held, obj, self._head_key(obj), 0, 0, len(raw), True), ""
 
     def _replay(self, raw: bytes, header: dict) -> tuple[dict, dict, int, int, int]:
         """The document's parts from the lines: (head, {table: {key: row}}, changes, rows, end).
@@ -301,12 +305,11 @@ class JournaledDocument(DurableDocument):
     def _commit(self, obj: Any, snap: _Snapshot | None) -> None:
         """Append what obj changed since snap (what was read under the lock); nothing when it
         changed nothing. A new file, a legacy one or a long journal is compacted instead."""
-        head = self._head(obj)
+        head = self._head_key(obj)
         before = self._empty_obj() if snap is None else snap.obj
         changes = self._changes(self._tables(before), self._tables(obj))
-        old_head = self._head(before) if snap is None else snap.head
-        if head != old_head:
-            changes.append(head)
+        if head != (self._head_key(before) if snap is None else snap.head):
+            changes.append(self._head(obj))
         if not changes:
             return
         if snap is None or snap.legacy or snap.changes + len(changes) > max(snap.rows // 2, MIN_CHANGES) \
@@ -322,15 +325,14 @@ class JournaledDocument(DurableDocument):
         out: list = []
         for name in sorted(new):
             before, after = old.get(name) or {}, new[name]
-            keys = list(after)
-            changed = [keys[i] for i in compress(range(len(keys)), map(is_not, after.values(), map(before.get, keys)))]
+            changed = list(compress(after, map(is_not, after.values(), map(before.get, after))))
             out += [(name, k, after[k]) for k in sorted(changed)]
             added = sum(k not in before for k in changed)
             if len(after) - added != len(before):  # some key of before is gone
                 out += [(name, k, None) for k in sorted(before.keys() - after.keys())]
         return out
 
-    def _append(self, snap: _Snapshot, obj: Any, head: dict, changes: list) -> None:
+    def _append(self, snap: _Snapshot, obj: Any, head: object, changes: list) -> None:
         n = snap.changes
         pieces = []
         for change in changes:
@@ -369,11 +371,11 @@ class JournaledDocument(DurableDocument):
         _remember(self.path, _Snapshot(_identity(st), snap.held, self._fork(obj), head, n, snap.rows,
                                        snap.end + len(data), False))
 
-    def _compact(self, obj: Any, head: dict) -> None:
+    def _compact(self, obj: Any, head: object) -> None:
         """The whole state as a new snapshot, in place of the file (atomic_write)."""
         tables = self._tables(obj)
         rows = sum(map(len, tables.values()))
-        header = json.dumps({**head, "kind": self.kind, "schemaVersion": JOURNAL_VERSION, "rows": rows},
+        header = json.dumps({**self._head(obj), "kind": self.kind, "schemaVersion": JOURNAL_VERSION, "rows": rows},
                             sort_keys=True)
         pieces = ['{"changes": %*d, %s' % (_COUNT_WIDTH, 0, header[1:])]
         for name in sorted(tables):
