@@ -2,7 +2,7 @@
 of their own (not the code under test): a schemaVersion 1 file is one JSON document; a
 schemaVersion 2 file is a journal (src/vnetcni/state/journal.py): a header line, `rows` snapshot
 rows {t, k, v}, then `changes` numbered changes (a row put, a row removed with v null, or the
-header's fields replaced by {"n", "head"}). What follows them is an append that was never
+header's fields set by {"n", "head": {field: value}}). What follows them is an append that was never
 committed. Returns {} for a missing or empty file."""
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def load_state(path: str) -> dict:
         if i >= rows and entry["n"] != i - rows + 1:
             raise ValueError(f"{path}: change {entry['n']} out of order")
         if "head" in entry:
-            doc = dict(entry["head"])
+            doc.update(entry["head"])
         elif entry["v"] is None:
             tables[entry["t"]].pop(entry["k"], None)
         else:

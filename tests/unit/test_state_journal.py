@@ -27,10 +27,10 @@ from vnetcni.state.durable import CorruptState, DurableDocument, encode_document
 from vnetcni.state.journal import JOURNAL_VERSION, MIN_CHANGES, JournaledDocument
 
 
-def record(cid: str, pod: str = "web-0", **extra) -> EndpointRecord:
+def record(cid: str, pod: str = "web-0", dns: dict | None = None, **extra) -> EndpointRecord:
     return EndpointRecord("net", cid, "eth0", "azv" + cid[:11], "azure0", ips=["10.240.0.36/16"],
                           gateways=["10.240.0.1"], routes=[{"dst": "0.0.0.0/0", "gw": "10.240.0.1"}],
-                          pod_name=pod, pod_namespace="default", **extra)
+                          pod_name=pod, pod_namespace="default", dns=dns, **extra)
 
 
 def other_process(code: str) -> None:
@@ -119,6 +119,43 @@ def test_the_ipam_state_round_trips_through_appends_and_compactions(tmp_path):
     assert cold.to_doc() == warm.to_doc() == store.document()
     assert load_state(str(tmp_path / "ipam.json")) == warm.to_doc()
     assert cold.refresh.last_error == "metadata timed out" and len(cold.cooling) == 17
+
+
+def test_a_change_of_the_other_fields_appends_only_those_and_the_journal_stays_small(tmp_path):
+    """vnetd's refresher sets the refresh record every few seconds: each change appends the
+    refresh record alone (never the pool's addresses), and the journal is compacted by its bytes
+    as well as by its count of changes."""
+    pool = NodePool("10.240.0.0/16", "10.240.0.1", "10.240.0.4", "00:0d:3a:00:00:01",
+                    tuple(f"10.240.{i // 200}.{i % 200 + 5}" for i in range(250)))
+    store = IpamStore(str(tmp_path))
+    path = tmp_path / "ipam.json"
+    store.apply(lambda s: apply_pool(s, pool, 1000.0, "file"))
+    snapshot = path.stat().st_size
+    store.apply(lambda s: setattr(s.refresh, "last_error", "e0") or None)
+    assert lines(path)[-1] == {"n": 1, "head": {"refresh": store.read().refresh.to_doc()}}
+    sizes = []
+    for i in range(1, 400):
+        store.apply(lambda s, i=i: setattr(s.refresh, "last_error", f"e{i}") or None)
+        sizes.append(path.stat().st_size)
+    assert max(sizes) <= snapshot + max(snapshot // 2, journal.MIN_BYTES) + 1024
+    assert min(sizes) < max(sizes)  # compacted on the way
+    forget_all()
+    assert IpamStore(str(tmp_path)).read().refresh.last_error == "e399"
+    assert load_state(str(path)) == store.document()
+
+
+def test_a_journal_of_large_changes_is_compacted_by_its_bytes(tmp_path):
+    store = EndpointStore(str(tmp_path))
+    path = tmp_path / "endpoints.json"
+    big = {"search": [f"ns{i}.svc.cluster.local" for i in range(200)]}  # ~5 KB a record
+    store.put(record("c1", dns=big))
+    sizes = []
+    for i in range(60):  # fewer than MIN_CHANGES: only the bytes can ask for a compaction
+        store.put(record("c1", pod=f"web-{i}", dns=big))
+        sizes.append(path.stat().st_size)
+    assert max(sizes) <= journal.MIN_BYTES + 3 * len(json.dumps(big)) + 2048
+    forget_all()
+    assert store.get("net/c1/eth0").pod_name == "web-59"
 
 
 ops = st.lists(st.tuples(st.sampled_from(["put", "replace", "remove", "mark", "restart"]), st.integers(0, 40)),

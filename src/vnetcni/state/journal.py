@@ -10,7 +10,7 @@ Lines (`jq -c . ipam.json` reads it):
     {"t": "endpoints", "k": "net/c2/eth0", "v": {...}}           (table, key, value)
     {"n": 1, "t": "endpoints", "k": "net/c3/eth0", "v": {...}}   `changes` changes, numbered:
     {"n": 2, "t": "endpoints", "k": "net/c1/eth0", "v": null}    a row put or removed (null),
-    {"n": 3, "head": {...}}                                      or the other fields replaced
+    {"n": 3, "head": {"refresh": {...}}}                         or some of the other fields set
 
 The header holds the document's fields other than its tables, and `changes`, padded to a fixed
 width, is the count of changes committed. A change is written under the document's flock in two
@@ -21,7 +21,9 @@ acknowledged. And a file that lost committed lines (truncated) is shorter than i
 which makes it unreadable, like a bad line anywhere, a gap in the numbering or NUL bytes
 (durable.py: CorruptState, moved aside by a writer, never taken for a smaller state).
 
-Once the changes outnumber half the snapshot's rows (and MIN_CHANGES), a writer compacts: it
+Once the changes outnumber half the snapshot's rows (and MIN_CHANGES), or their bytes half the
+snapshot's (and MIN_BYTES: vnetd's refresher sets the refresh record every few seconds), a
+writer compacts: it
 writes the whole state as a new snapshot to a temporary file, fsyncs it, renames it over the
 journal and fsyncs the directory (durable.atomic_write). A change costs O(1) amortised.
 
@@ -59,6 +61,7 @@ from .durable import CorruptState, DurableDocument, read_all
 LEGACY_VERSION = 1  # one JSON document, rewritten whole (read; migrated by the first change)
 JOURNAL_VERSION = 2
 MIN_CHANGES = 64  # changes a journal takes before it is compacted, however few its rows
+MIN_BYTES = 64 << 10  # bytes of changes a journal takes before it is compacted, however small its snapshot
 _COUNT_AT = len(b'{"changes": ')  # where the header's count of changes is, padded to _COUNT_WIDTH
 _COUNT_WIDTH = 10
 _META = ("changes", "kind", "rows", "schemaVersion")  # the header's own fields
@@ -87,16 +90,17 @@ class _Snapshot:
     """What the file held when this process last read or wrote it. Never changed: a newer one
     replaces it (threads may be reading this one)."""
 
-    __slots__ = ("identity", "held", "obj", "head", "changes", "rows", "end", "legacy")
+    __slots__ = ("identity", "held", "obj", "head", "changes", "rows", "base", "end", "legacy")
 
     def __init__(self, identity: tuple | None, held: _Held, obj: Any, head: object, changes: int, rows: int,
-                 end: int, legacy: bool) -> None:
+                 base: int, end: int, legacy: bool) -> None:
         self.identity = identity  # None: not to be reused (the file changed while it was read)
         self.held = held
         self.obj = obj  # what _build made of it: copied (_fork) for every reader
         self.head = head  # _head_key of obj: what tells whether a change changed the fields other than the tables
         self.changes = changes  # change lines after the snapshot's rows
         self.rows = rows  # rows of the snapshot
+        self.base = base  # where the snapshot ends and the changes start
         self.end = end  # where the last complete line ends (what follows is a torn append)
         self.legacy = legacy  # not a journal with a count this code can update: the next change rewrites it
 
@@ -212,12 +216,12 @@ class JournaledDocument(DurableDocument):
         if header.get("schemaVersion") != JOURNAL_VERSION:
             return None, f"schema version {header.get('schemaVersion')!r}, expected {JOURNAL_VERSION}"
         try:
-            head, tables, changes, rows, end = self._replay(raw, header)
+            head, tables, changes, rows, base, end = self._replay(raw, header)
             obj = self._build({**head, "kind": self.kind, "schemaVersion": JOURNAL_VERSION, **tables})
         except ValueError as exc:
             return None, f"its body has the wrong shape: {exc}"
         counted = raw[:_COUNT_AT] == b'{"changes": ' and raw[_COUNT_AT + _COUNT_WIDTH:_COUNT_AT + _COUNT_WIDTH + 2] == b", "
-        return _Snapshot(None, held, obj, self._head_key(obj), changes, rows, end, not counted), ""
+        return _Snapshot(None, held, obj, self._head_key(obj), changes, rows, base, end, not counted), ""
 
     def _parse_whole(self, raw: bytes, held: _Held) -> tuple[_Snapshot | None, str]:
         """The document in its whole form (schemaVersion 1 files; `document()` written back)."""
@@ -228,10 +232,11 @@ class JournaledDocument(DurableDocument):
             obj = self._build(doc)
         except ValueError as exc:
             return None, f"its body has the wrong shape: {exc}"
-        return _Snapshot(None, held, obj, self._head_key(obj), 0, 0, len(raw), True), ""
+        return _Snapshot(None, held, obj, self._head_key(obj), 0, 0, len(raw), len(raw), True), ""
 
-    def _replay(self, raw: bytes, header: dict) -> tuple[dict, dict, int, int, int]:
-        """The document's parts from the lines: (head, {table: {key: row}}, changes, rows, end).
+    def _replay(self, raw: bytes, header: dict) -> tuple[dict, dict, int, int, int, int]:
+        """The document's parts from the lines: (head, {table: {key: row}}, changes, rows, where
+        the changes start, where they end).
         ValueError naming the line when one does not read as this format."""
         rows, changes = header.get("rows"), header.get("changes")
         for name, value in (("rows", rows), ("changes", changes)):
@@ -243,6 +248,7 @@ class JournaledDocument(DurableDocument):
                              "counts (truncated)")
         body = lines[1:-1]  # what follows the last line counted: an append never committed
         end = len(raw) - len(lines[-1])
+        base = sum(map(len, lines[:rows + 1])) + rows + 1
         if b"\x00" in raw[:end]:
             raise ValueError("it holds NUL bytes")
         try:
@@ -261,7 +267,7 @@ class JournaledDocument(DurableDocument):
             if i >= rows and "head" in entry:
                 if not isinstance(entry["head"], dict):
                     raise ValueError(f"{where}: head is not an object")
-                head = entry["head"]
+                head.update(entry["head"])
                 continue
             table, key, value = tables.get(entry.get("t")), entry.get("k"), entry.get("v", 0)
             if table is None or not isinstance(key, str):
@@ -274,7 +280,7 @@ class JournaledDocument(DurableDocument):
                 table.pop(key, None)
             else:
                 raise ValueError(f"{where}: the value of row {key!r} is not an object")
-        return head, tables, changes, rows, end
+        return head, tables, changes, rows, base, end
 
     def _state(self, locked: bool) -> tuple[Any, _Snapshot | None]:
         snap, why = self._snapshot()
@@ -309,14 +315,13 @@ class JournaledDocument(DurableDocument):
         before = self._empty_obj() if snap is None else snap.obj
         changes = self._changes(self._tables(before), self._tables(obj))
         if head != (self._head_key(before) if snap is None else snap.head):
-            changes.append(self._head(obj))
+            new, old = self._head(obj), self._head(before)
+            changes.append({k: new.get(k) for k in sorted(new.keys() | old.keys()) if new.get(k) != old.get(k)})
         if not changes:
             return
         if snap is None or snap.legacy or snap.changes + len(changes) > max(snap.rows // 2, MIN_CHANGES) \
-                or snap.changes + len(changes) >= 10 ** _COUNT_WIDTH:
+                or snap.changes + len(changes) >= 10 ** _COUNT_WIDTH or not self._append(snap, obj, head, changes):
             self._compact(obj, head)
-        else:
-            self._append(snap, obj, head, changes)
 
     @staticmethod
     def _changes(old: dict[str, dict], new: dict[str, dict]) -> list:
@@ -332,7 +337,9 @@ class JournaledDocument(DurableDocument):
                 out += [(name, k, None) for k in sorted(before.keys() - after.keys())]
         return out
 
-    def _append(self, snap: _Snapshot, obj: Any, head: object, changes: list) -> None:
+    def _append(self, snap: _Snapshot, obj: Any, head: object, changes: list) -> bool:
+        """Write the changes after the last committed one, then commit them; False (nothing
+        written) when they would take the journal past its bytes (then it is compacted)."""
         n = snap.changes
         pieces = []
         for change in changes:
@@ -343,6 +350,8 @@ class JournaledDocument(DurableDocument):
                 table, key, record = change
                 pieces.append(_line(n, table, key, None if record is None else self._row_doc(table, record)))
         data = ("\n".join(pieces) + "\n").encode()
+        if snap.end + len(data) - snap.base > max(snap.base // 2, MIN_BYTES):
+            return False
         try:
             fd = os.open(self.path, os.O_WRONLY | os.O_CLOEXEC)
         except OSError as exc:
@@ -368,8 +377,9 @@ class JournaledDocument(DurableDocument):
             raise CNIError(IO_FAILURE, f"cannot write {self.path}: {exc.strerror or exc}") from None
         finally:
             os.close(fd)
-        _remember(self.path, _Snapshot(_identity(st), snap.held, self._fork(obj), head, n, snap.rows,
+        _remember(self.path, _Snapshot(_identity(st), snap.held, self._fork(obj), head, n, snap.rows, snap.base,
                                        snap.end + len(data), False))
+        return True
 
     def _compact(self, obj: Any, head: object) -> None:
         """The whole state as a new snapshot, in place of the file (atomic_write)."""
@@ -391,7 +401,8 @@ class JournaledDocument(DurableDocument):
         held = _Held(fd)
         st = os.fstat(fd)
         if st.st_size == len(data):
-            _remember(self.path, _Snapshot(_identity(st), held, self._fork(obj), head, 0, rows, len(data), False))
+            _remember(self.path, _Snapshot(_identity(st), held, self._fork(obj), head, 0, rows, len(data), len(data),
+                                           False))
 
     def _encode_obj(self, obj: Any) -> bytes:
         raise NotImplementedError("a journal is written by _commit")
