@@ -62,6 +62,15 @@ def test_no_automatic_ipv6_address_on_a_link():
     assert ours(nl.RTM_NEWLINK, nl.no_ipv6_autoconf("azvport"), flags) == pyroute2_bytes(msg, nl.RTM_NEWLINK, flags)
 
 
+def test_the_same_mac_again():
+    msg = ifinfmsg()
+    msg["index"] = 12
+    msg["attrs"] = [("IFLA_ADDRESS", "02:aa:bb:cc:dd:02")]
+    flags = nl.NLM_F_REQUEST | nl.NLM_F_ACK
+    assert ours(nl.RTM_NEWLINK, nl.same_address(12, "02:aa:bb:cc:dd:02"), flags) == \
+        pyroute2_bytes(msg, nl.RTM_NEWLINK, flags)
+
+
 def test_link_up_get_and_delete():
     up = ifinfmsg()
     up["index"], up["flags"], up["change"] = 12, 1, 1

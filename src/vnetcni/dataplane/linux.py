@@ -22,7 +22,7 @@ TYPE_CHECKING = False  # typing itself is not imported at run time (plugin start
 
 from ..cni import deadline
 from ..cni.errors import CNIError, DATAPLANE_FAILURE
-from . import garp, netns as nsutil
+from . import netns as nsutil
 from . import nlmsg, node_frames
 from .model import BridgeInfo, HostView, LinkExists, PodLink, PodLinkSpec, PodView
 from .nlmsg import NetlinkError
@@ -371,31 +371,42 @@ class LinuxDataplane:
         return PodLink(host_mac=host_mac, pod_mac=pod_mac)
 
     def _configure_pod(self, spec: PodLinkSpec, host_mac: str, pod_mac: str) -> None:
-        ipv4 = [cidr.split("/")[0] for cidr in spec.addresses if ":" not in cidr]
-        # vnetd announces the pod's addresses (its gratuitous ARP) after answering, not from
-        # inside the request that brings the link up (garp.py says why).
-        later = bool(ipv4) and deadline.can_defer()
-        announcement = None
+        # A new pod announces its IPv4 addresses (a gratuitous ARP), so that neighbours holding
+        # an entry for a reused address (other pods, the node, the VNet side) drop the old
+        # pod's MAC at once. The kernel sends it when the link comes up with arp_notify on, from
+        # inside that netlink request: the bridge floods it to every port and every pod's
+        # namespace processes it before the request returns (~0.25 ms of CPU with 250 pods on
+        # the node). vnetd leaves it until the ADD's answer is delivered (cni/deadline.py): the
+        # link comes up before its addresses are added (the kernel announces only the
+        # addresses a link has when it comes up, so nothing then), and once the answer is out
+        # the link is given the MAC it has (nlmsg.same_address), on which the kernel sends the
+        # very announcement it sends at link up. arp_notify stays on for the link's later life.
+        # Bridge mode only: a routed pod's announcement reaches its host end alone (nothing
+        # floods it), and that request would also flush the pod's pinned gateway entries.
+        later = (not spec.routed and any(":" not in cidr for cidr in spec.addresses)
+                 and deadline.can_defer())
         with nsutil.entered(spec.netns):
             pod = RtnlChannel()
-            if later:
-                try:
-                    announcement = garp.Announcement(spec.ifname, pod_mac, ipv4)
-                except OSError:
-                    pod.close()
-                    raise
+        kept = False
         try:
-            with pod:
-                self._configure_pod_link(pod, spec, host_mac, up_first=later)
-            if announcement is not None:
-                deadline.after_answer(announcement.send, announcement.close)
-        except BaseException:
-            if announcement is not None:
-                announcement.close()
-            raise
+            idx = self._configure_pod_link(pod, spec, host_mac, up_first=later)
+            if later:
+                def announce() -> None:
+                    with pod:
+                        try:
+                            pod.request_all([pod.announce_request(idx, pod_mac)])
+                        except NetlinkError as exc:
+                            raise OSError(exc.code, f"the pod's gratuitous ARP ({spec.ifname} in {spec.netns}) "
+                                                    f"was not sent: {os.strerror(exc.code)}") from None
+
+                kept = deadline.after_answer(announce, pod.close)
+        finally:
+            if not kept:
+                pod.close()
 
     @staticmethod
-    def _configure_pod_link(pod: RtnlChannel, spec: PodLinkSpec, host_mac: str, up_first: bool) -> None:
+    def _configure_pod_link(pod: RtnlChannel, spec: PodLinkSpec, host_mac: str, up_first: bool) -> int:
+        """The pod's link configured in one write; returns its index."""
         idx = pod.link_index(spec.ifname)
         if idx is None:
             raise CNIError(DATAPLANE_FAILURE, f"{spec.ifname} vanished from {spec.netns}")
@@ -405,11 +416,9 @@ class LinuxDataplane:
         # IPv6 chatter that follows a link-local's birth, its DAD probe, MLD reports and router
         # solicitations, which the bridge floods to every port and every pod's namespace
         # processes, partly in kernel workers holding the rtnl lock that the next ADD waits
-        # for); the addresses and the link up, in this order unless up_first (the kernel
-        # announces the addresses the link has when it comes up: a gratuitous ARP, so
-        # neighbours drop stale entries for a reused address at once; up_first: none then, the
-        # caller sends it); the pinned gateways, the routes (one already there, e.g. the
-        # subnet's own, is fine).
+        # for); the addresses, then the link up (it announces them), or the other way round
+        # when up_first (no announcement: the caller has it made later); the pinned gateways,
+        # the routes (one already there, e.g. the subnet's own, is fine).
         ipv6 = any(":" in cidr for cidr in spec.addresses)
         up = [pod.up_request(idx)]
         addresses = [pod.address_request(idx, cidr) for cidr in spec.addresses]
@@ -419,6 +428,7 @@ class LinuxDataplane:
                          *(pod.neighbour_request(idx, gateway, host_mac) for gateway in spec.host_gateways),
                          *(pod.route_request(idx, dst, gw, tolerate=(errno.EEXIST,))
                            for dst, gw in spec.routes)])
+        return idx
 
     def _route_to_pod(self, spec: PodLinkSpec, pod_mac: str) -> None:
         """Routed mode: the node reaches each pod address through the host end (scope link).

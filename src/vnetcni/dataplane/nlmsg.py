@@ -168,6 +168,15 @@ def arp_notify(index: int) -> bytes:
             + nested(IFLA_AF_SPEC, nested(socket.AF_INET, nested(IFLA_INET_CONF, u32(IPV4_DEVCONF_ARP_NOTIFY, 1)))))
 
 
+def same_address(index: int, mac: str) -> bytes:
+    """RTM_NEWLINK setting link `index`'s MAC to `mac`, the one it has (`ip link set dev NAME
+    address MAC`): nothing changes, but the kernel still runs its NETDEV_CHANGEADDR notifiers,
+    on which a link with arp_notify on announces each of its IPv4 addresses (a gratuitous ARP,
+    the frame it sends when it comes up), and flushes the link's neighbour entries, permanent
+    ones too. Only CAP_NET_ADMIN is needed (a packet socket would need CAP_NET_RAW)."""
+    return IFINFO.pack(0, 0, index, 0, 0) + lladdr(IFLA_ADDRESS, mac)
+
+
 def link_up(index: int) -> bytes:
     return IFINFO.pack(0, 0, index, IFF_UP, IFF_UP)
 

@@ -191,6 +191,12 @@ class RtnlChannel:
         under 68) refuses it with EAFNOSUPPORT: neighbours learn on the first packet then."""
         return nl.RTM_NEWLINK, _CHANGE, nl.arp_notify(index), (errno.EAFNOSUPPORT,)
 
+    @staticmethod
+    def announce_request(index: int, mac: str) -> tuple[int, int, bytes, tuple[int, ...]]:
+        """Have link `index` (MAC `mac`, arp_notify on) announce its IPv4 addresses now, with
+        the gratuitous ARP it sends when it comes up (see nlmsg.same_address)."""
+        return nl.RTM_NEWLINK, _CHANGE, nl.same_address(index, mac), ()
+
     def set_up(self, index: int) -> None:
         self.request_raw(*self.up_request(index)[:3])
 
