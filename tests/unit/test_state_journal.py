@@ -355,6 +355,28 @@ def test_a_warm_process_does_not_read_its_own_writes_again(tmp_path, parses):
     assert parses[0] == before  # every read and write above used what this process knew
 
 
+def test_a_reader_during_a_write_of_this_process_takes_what_was_there_before(tmp_path, parses, monkeypatch):
+    """vnetd: an ADD's first read while another thread is writing the file finds it half-written;
+    it takes the state before that change (not acknowledged yet) instead of reading it all."""
+    store = EndpointStore(str(tmp_path))
+    for i in range(5):
+        store.put(record(f"c{i}"))
+    seen, before = [], parses[0]
+    fsync = os.fsync
+
+    def reading(fd):  # a reader that runs while the writer waits for the disk
+        fsync(fd)
+        seen.append(sorted(EndpointStore(str(tmp_path)).all()))
+
+    monkeypatch.setattr(journal.os, "fsync", reading)
+    store.put(record("c9"))
+    monkeypatch.undo()
+    assert seen == [[f"net/c{i}/eth0" for i in range(5)]] and parses[0] == before
+    assert "net/c9/eth0" in store.all() and parses[0] == before
+    forget_all()
+    assert "net/c9/eth0" in store.all()
+
+
 def test_a_write_by_another_process_is_seen_at_once(tmp_path):
     sd = str(tmp_path)
     store = EndpointStore(sd)

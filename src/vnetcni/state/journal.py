@@ -110,6 +110,12 @@ _SNAPSHOTS_MAX = 64  # paths remembered (vnetd serves a handful of state directo
 _snapshots_lock = threading.Lock()
 
 
+# Per path, what the file held before a change this process is writing now (under the lock, so
+# nobody else changes the file meanwhile): a reader in another thread that finds the file
+# half-written takes that (the change is not acknowledged yet) instead of reading it all again.
+_writing: dict[str, _Snapshot] = {}
+
+
 def _remember(path: str, snap: _Snapshot) -> None:
     with _snapshots_lock:
         if path not in _snapshots and len(_snapshots) >= _SNAPSHOTS_MAX:
@@ -175,6 +181,9 @@ class JournaledDocument(DurableDocument):
         snap = _snapshots.get(self.path)
         if snap is not None and snap.identity == _identity(st):
             return snap, ""
+        before = _writing.get(self.path)
+        if before is not None:
+            return before, ""
         try:
             fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
@@ -319,6 +328,14 @@ class JournaledDocument(DurableDocument):
             changes.append({k: new.get(k) for k in sorted(new.keys() | old.keys()) if new.get(k) != old.get(k)})
         if not changes:
             return
+        if snap is not None:
+            _writing[self.path] = snap
+        try:
+            self._write_changes(obj, snap, head, changes)
+        finally:
+            _writing.pop(self.path, None)
+
+    def _write_changes(self, obj: Any, snap: _Snapshot | None, head: object, changes: list) -> None:
         if snap is None or snap.legacy or snap.changes + len(changes) > max(snap.rows // 2, MIN_CHANGES) \
                 or snap.changes + len(changes) >= 10 ** _COUNT_WIDTH or not self._append(snap, obj, head, changes):
             self._compact(obj, head)
