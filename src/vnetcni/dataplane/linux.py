@@ -375,8 +375,8 @@ class LinuxDataplane:
         # an entry for a reused address (other pods, the node, the VNet side) drop the old
         # pod's MAC at once. The kernel sends it when the link comes up with arp_notify on, from
         # inside that netlink request: the bridge floods it to every port and every pod's
-        # namespace processes it before the request returns (~0.25 ms of CPU with 250 pods on
-        # the node). vnetd leaves it until the ADD's answer is delivered (cni/deadline.py): the
+        # namespace processes it before the request returns (0.25-1 ms of CPU with 250 pods on
+        # the node, under the rtnl lock). vnetd leaves it until the ADD's answer is delivered (cni/deadline.py): the
         # link comes up before its addresses are added (the kernel announces only the
         # addresses a link has when it comes up, so nothing then), and once the answer is out
         # the link is given the MAC it has (nlmsg.same_address), on which the kernel sends the
