@@ -78,12 +78,17 @@ def test_a_neighbour_with_a_stale_entry_learns_the_new_pods_mac(cni_bin, namespa
     if daemon:
         vnetd.start()
     try:
-        watcher, watcher_path = pod_ns()
-        res = run_plugin(vnet, "ADD", conf, node=node, container_id="watcher", netns=watcher_path, cni_path=cni_bin)
-        assert res.ok, res
-        mine = res.out["ips"][0]["address"].split("/")[0]
-        # The watcher still has the MAC of an earlier pod for every other address of the pool.
-        script = "".join(f"neigh replace {a} lladdr {BOGUS_MAC} dev eth0 nud stale\n" for a in pool if a != mine)
+        _, first_path = pod_ns()  # the node's first pod sets the bridge up
+        assert run_plugin(vnet, "ADD", conf, node=node, container_id="first", netns=first_path, cni_path=cni_bin).ok
+        # A neighbour on the bridge (a host of the VNet, say) that still has the MAC of an earlier
+        # pod for every address of the pool. Not a pod of ours: a pod's own late announcement
+        # (vnetd's, after its answer) would flush its neighbour table, the entries planted too.
+        watcher = namespaces.make("pod")
+        subprocess.run(["ip", "-n", node, "link", "add", "vntgw0", "type", "veth", "peer", "name", "eth0",
+                        "netns", watcher], check=True)
+        subprocess.run(["ip", "-n", node, "link", "set", "vntgw0", "master", "vntbr0", "up"], check=True)
+        script = ("addr add 10.240.0.99/16 dev eth0\nlink set eth0 up\n"
+                  + "".join(f"neigh replace {a} lladdr {BOGUS_MAC} dev eth0 nud stale\n" for a in pool))
         subprocess.run(["ip", "-n", watcher, "-batch", "-"], input=script.encode(), check=True)
         _, path = pod_ns()
         res = run_plugin(vnet, "ADD", conf, node=node, container_id="new", netns=path, cni_path=cni_bin)
@@ -91,7 +96,7 @@ def test_a_neighbour_with_a_stale_entry_learns_the_new_pods_mac(cni_bin, namespa
         address = res.out["ips"][0]["address"].split("/")[0]
         mac, = [i["mac"] for i in res.out["interfaces"] if i.get("sandbox")]
         wait_for(lambda: _neighbour_mac(watcher, address) == mac, what=f"the watcher's entry for {address} -> {mac}")
-        for cid in ("new", "watcher"):
+        for cid in ("new", "first"):
             assert run_plugin(vnet, "DEL", conf, node=node, container_id=cid, netns="", cni_path=cni_bin).ok
         if daemon:
             assert "after its answer" not in open(tmp_path / "vnetd.log").read()

@@ -13,8 +13,10 @@ ask two things:
 vnetd also keeps the attachment's lock until the answer is on the caller's socket
 (`hold_until_answered`), so an ADD whose answer cannot be delivered is undone before a retry of
 it can see its result. Work the caller need not wait for (a new pod's gratuitous ARP) can be
-left until then: `after_answer()`, done once a successful answer is delivered, still under the
-attachment's lock, and dropped if the call failed or its answer was not delivered.
+left until then: `after_answer()`, done once a successful answer is delivered (by vnetd's
+after-answer queue, soon after and off the answering worker: daemon/afteranswer.py; the work
+checks by itself that what it acts on is still there), and dropped if the call failed or its
+answer was not delivered.
 
 Outside a scope (a plugin run in-process by the runtime, which kills it on its own timeout)
 nothing is abandoned and lock waits use their default.
@@ -50,12 +52,17 @@ class Call:
         self.deferred: list[tuple[Callable[[], None], Callable[[], None] | None]] | None = \
             [] if hold_until_answered else None
 
-    def run_deferred(self) -> list[BaseException]:
-        """The answer, a success, was delivered: do the deferred work, in order, each whatever
-        the others do; returns what failed (the caller reports it)."""
+    def take_deferred(self) -> list[Callable[[], None]]:
+        """The answer, a success, was delivered: the deferred work, in order, now the caller's
+        to do (vnetd queues it: daemon/afteranswer.py); answered() no longer drops it."""
         work, self.deferred = self.deferred or [], None
+        return [do for do, _drop in work]
+
+    def run_deferred(self) -> list[BaseException]:
+        """The answer, a success, was delivered: do the deferred work now, in order, each
+        whatever the others do; returns what failed (the caller reports it)."""
         failed = []
-        for do, _drop in work:
+        for do in self.take_deferred():
             try:
                 do()
             except Exception as exc:
@@ -135,8 +142,8 @@ def can_defer() -> bool:
 
 
 def after_answer(work: Callable[[], None], drop: Callable[[], None] | None = None) -> bool:
-    """Do `work` once this call's answer is delivered, if it is a success (vnetd, still under the
-    attachment's lock; a failure of it is logged); otherwise `drop` is called instead. False
+    """Do `work` once this call's answer is delivered, if it is a success (vnetd, soon after,
+    from its after-answer queue; a failure of it is logged); otherwise `drop` is called instead. False
     outside such a call (a plugin run in-process): nothing is kept, the caller does it now."""
     call = getattr(_local, "call", None)
     if call is None or call.deferred is None:

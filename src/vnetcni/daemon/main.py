@@ -397,6 +397,9 @@ def serve(state_dir: str, metrics_port: int = 0, metrics_address: str = "127.0.0
         log.info("refreshing the pool(s) in %s", ", ".join(learned))
     server = Server(state_dir, handlers, on_request)
     server.teardowns = reaper
+    from .afteranswer import AfterAnswer
+
+    after_answer = server.after_answer = AfterAnswer()
     if metrics is not None and hasattr(server, "on_fallback"):
         server.on_fallback = metrics.fallback
     try:
@@ -408,6 +411,7 @@ def serve(state_dir: str, metrics_port: int = 0, metrics_address: str = "127.0.0
         print(f"error: cannot listen in {state_dir}: {exc}", file=sys.stderr)
         return 1
     reaper.start()
+    after_answer.start()
     refresher.start()
     if installer is not None:
         installer.start()
@@ -424,6 +428,7 @@ def serve(state_dir: str, metrics_port: int = 0, metrics_address: str = "127.0.0
     if installer is not None:
         installer.stop()  # the conflist stays: a restart or an upgrade must not flip the node NotReady
     server.stop()
+    after_answer.stop()  # what a served ADD left until after its answer is done before exiting
     reaper.stop()  # finishes what is marked: a clean stop leaves no veth behind
     refresher.stop()
     handlers.close()

@@ -37,6 +37,7 @@ from typing import Callable
 
 from ..node.layout import NodeLayout
 from ..state import attachments, locks
+from .pacing import wait_until_quiet
 
 log = logging.getLogger("vnetd")
 PERIOD_SECONDS = 5.0  # a round at least this often (a teardown a failed round left behind)
@@ -117,13 +118,7 @@ class Reaper:
     def _settle(self) -> None:
         """Wait while DELs keep arriving: until none was marked for QUIET_SECONDS, at most
         MAX_WAIT_SECONDS (or until vnetd stops)."""
-        until = time.monotonic() + MAX_WAIT_SECONDS
-        while not self._stopping.is_set():
-            now = time.monotonic()
-            quiet = self._last_queued + QUIET_SECONDS - now
-            if quiet <= 0 or now >= until:
-                return
-            self._stopping.wait(min(quiet, until - now))
+        wait_until_quiet(self._stopping, lambda: self._last_queued, QUIET_SECONDS, MAX_WAIT_SECONDS)
 
     # --- the work -----------------------------------------------------------------------
     def reap_all(self) -> int:

@@ -121,6 +121,7 @@ class Server:
                          for i in range(WORKERS)]
         self.pending = PendingDeletes(self.layout, self._replay)
         self.teardowns = None  # vnetd's reaper (reaper.py): replayed DELs' teardowns done before listening
+        self.after_answer = None  # vnetd's after-answer queue (afteranswer.py); None: done by the worker
 
     def start(self) -> None:
         self.layout.ensure()
@@ -218,11 +219,13 @@ class Server:
                 self._inflight -= 1
                 self._cond.notify_all()
 
-    @staticmethod
-    def _after_answer(call: deadline.Call, what: str) -> None:
+    def _after_answer(self, call: deadline.Call, what: str) -> None:
         """The work a successful call left until its answer was delivered (a new pod's
-        gratuitous ARP: deadline.after_answer), done now, before the attachment's lock is
-        released; a failure is logged, never silent."""
+        gratuitous ARP: deadline.after_answer): handed to the after-answer queue, which does it
+        soon (daemon/afteranswer.py); without one, done now. A failure is logged, never silent."""
+        if self.after_answer is not None:
+            self.after_answer.submit(call.take_deferred(), what)
+            return
         for exc in call.run_deferred():
             log.warning("%s: after its answer: %s", what, exc)
 

@@ -376,7 +376,9 @@ class LinuxDataplane:
         # pod's MAC at once. The kernel sends it when the link comes up with arp_notify on, from
         # inside that netlink request: the bridge floods it to every port and every pod's
         # namespace processes it before the request returns (0.25-1 ms of CPU with 250 pods on
-        # the node, under the rtnl lock). vnetd leaves it until the ADD's answer is delivered (cni/deadline.py): the
+        # the node, under the rtnl lock). vnetd leaves it until after the ADD's answer
+        # (cni/deadline.py; its after-answer queue sends it soon after, once ADDs pause for a
+        # moment, within 250 ms: daemon/afteranswer.py): the
         # link comes up before its addresses are added (the kernel announces only the
         # addresses a link has when it comes up, so nothing then), and once the answer is out
         # the link is given the MAC it has (nlmsg.same_address), on which the kernel sends the
@@ -392,10 +394,18 @@ class LinuxDataplane:
             idx = self._configure_pod_link(pod, spec, host_mac, up_first=later)
             if later:
                 def announce() -> None:
+                    # Done soon after the answer, no lock held: only while the pod's link is still
+                    # the one made here (same index and MAC; a pod deleted meanwhile, or its link
+                    # replaced, has nothing of this ADD's to announce).
                     with pod:
                         try:
+                            link = pod.link(spec.ifname)
+                            if link is None or link.index != idx or link.mac != pod_mac:
+                                return
                             pod.request_all([pod.announce_request(idx, pod_mac)])
                         except NetlinkError as exc:
+                            if exc.code == errno.ENODEV:
+                                return  # gone between the look and the request
                             raise OSError(exc.code, f"the pod's gratuitous ARP ({spec.ifname} in {spec.netns}) "
                                                     f"was not sent: {os.strerror(exc.code)}") from None
 
