@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from .pacing import wait_until_quiet
+from .pacing import Background, wait_until_quiet
 
 log = logging.getLogger("vnetd")
 QUIET_SECONDS = 0.01  # a round runs once nothing was queued for this long...
@@ -36,9 +36,8 @@ class AfterAnswer:
     def __init__(self) -> None:
         self._items: list[tuple[Work, str]] = []
         self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._background = Background("vnetd-after-answer", self._loop, join_seconds=30)
+        self._wake, self._stopping = self._background.wake, self._background.stopping
         self._last_queued = 0.0  # time.monotonic() of the latest work queued
         self.done = 0  # pieces of work run (tests, status)
         self.failed = 0
@@ -50,21 +49,17 @@ class AfterAnswer:
         with self._lock:
             self._items.extend((w, what) for w in work)
             self._last_queued = time.monotonic()
-        if self._thread is None or self._stopping.is_set():
+        if not self._background.started or self._stopping.is_set():
             self.run_all()  # not started, or stopping: nobody else would do it
         else:
             self._wake.set()
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="vnetd-after-answer", daemon=True)
-        self._thread.start()
+        self._background.start()
 
     def stop(self) -> None:
         """Stop the thread and do what is queued."""
-        self._stopping.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
+        self._background.stop()
         self.run_all()
 
     def _loop(self) -> None:

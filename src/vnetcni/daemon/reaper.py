@@ -37,7 +37,7 @@ from typing import Callable
 
 from ..node.layout import NodeLayout
 from ..state import attachments, locks
-from .pacing import wait_until_quiet
+from .pacing import Background, wait_until_quiet
 
 log = logging.getLogger("vnetd")
 PERIOD_SECONDS = 5.0  # a round at least this often (a teardown a failed round left behind)
@@ -60,10 +60,9 @@ class Reaper:
         self._factory = dataplane_factory or _linux_dataplane
         self._dataplanes: dict[str, object] = {}
         self._clock = clock
-        self._wake = threading.Event()
-        self._stopping = threading.Event()
+        self._background = Background("vnetd-reaper", self._loop, join_seconds=30)
+        self._wake, self._stopping = self._background.wake, self._background.stopping
         self._round = threading.Lock()
-        self._thread: threading.Thread | None = None
         self._last_queued = 0.0  # time.monotonic() of the latest DEL marked
         self._busy = False  # the last round left a marked attachment another call held
         self.reaped = 0  # teardowns finished since start (status, tests)
@@ -78,15 +77,11 @@ class Reaper:
 
     # --- life cycle ---------------------------------------------------------------------
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="vnetd-reaper", daemon=True)
-        self._thread.start()
+        self._background.start()
 
     def stop(self) -> None:
         """Stop the thread and finish what is marked (a clean stop leaves no veth behind)."""
-        self._stopping.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
+        self._background.stop()
         try:
             self.reap_all()
         except Exception as exc:  # noqa: BLE001 - the marks stay: the next vnetd finishes them

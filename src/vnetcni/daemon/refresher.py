@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from ..ipam.config import IpamConfig
 from ..ipam.refresh import refresh_pool
+from .pacing import Background
 
 log = logging.getLogger("vnetd")
 MAX_BACKOFF_SECONDS = 300.0
@@ -44,9 +45,8 @@ class PoolRefresher:
         self._source_factory = source_factory
         self._pools: dict[tuple[str, str], Tracked] = {}
         self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._background = Background("pool-refresher", self._run, join_seconds=10)
+        self._wake, self._stop = self._background.wake, self._background.stopping
 
     def observe(self, cfg: IpamConfig) -> None:
         key = (cfg.state_dir, cfg.source_description)
@@ -82,14 +82,10 @@ class PoolRefresher:
             return list(self._pools.values())
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="pool-refresher", daemon=True)
-        self._thread.start()
+        self._background.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+        self._background.stop()
 
     def refresh_due(self) -> None:
         now = self._clock()
